@@ -1,0 +1,82 @@
+# strictgate — make help lists the targets.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+export STRICTGATE_CACHE ?= $(HOME)/.cache/strictgate
+export CGO_ENABLED ?= 0
+# Tests that need a real kube-apiserver, eBPF or a cluster take minutes on first run
+# (building the control plane); later runs reuse $(STRICTGATE_CACHE).
+TEST_TIMEOUT ?= 45m
+FUZZTIME ?= 10s
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: ## Regenerate committed code (bpf2go objects, embedded manifests).
+	$(GO) generate ./...
+
+.PHONY: generate-check
+generate-check: generate ## Fail if generated files differ from what is committed.
+	@git diff --exit-code --stat -- . || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+
+.PHONY: lint
+lint: ## gofmt + go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
+	$(GO) vet ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build bin/strictgate.
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/strictgate ./cmd/strictgate
+
+##@ Test
+
+.PHONY: setup
+setup: ## Install what the tests need on a fresh machine (Debian packages, bpffs).
+	test/tools/setup.sh
+
+.PHONY: test
+test: setup generate-check lint ## Run every test: unit, Rego, real API server, real eBPF, one-node cluster.
+	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzAdmission$$' -fuzztime $(FUZZTIME) ./webhook/
+
+.PHONY: e2e
+e2e: setup ## End-to-end tests on the one-node cluster.
+	$(GO) test -tags e2e -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
+
+.PHONY: bench
+bench: setup ## Run the benchmarks (see BENCHMARKS.md).
+	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: helm-test
+helm-test: ## Lint and render the Helm chart and run its tests.
+	$(GO) test -count=1 ./charts/...
+
+##@ Cluster
+
+.PHONY: cluster-up
+cluster-up: setup ## Build (once) and start the one-node cluster; prints how to use it.
+	$(GO) run ./test/cluster/cmd/cluster up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the one-node cluster and remove everything it made.
+	$(GO) run ./test/cluster/cmd/cluster down
+
+.PHONY: cluster-status
+cluster-status: ## Show the one-node cluster's state.
+	$(GO) run ./test/cluster/cmd/cluster status
+
+.PHONY: demo
+demo: setup build ## The main job: cluster up, helm install, pods, policies, traffic, the gate.
+	$(GO) run ./test/demo
