@@ -1,0 +1,164 @@
+// Package webhook is strictgate's admission side: the pod mutator that injects the
+// readiness gate, the namespace validator that guards the opt-out label, the
+// NetworkPolicy hygiene validator (webhook/hygiene), the server wiring, and the
+// default-deny controller (webhook/defaultdeny) that runs in the same process.
+package webhook
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/strictgate/strictgate/webhook/enforce"
+)
+
+// Names other components and the chart depend on.
+const (
+	// GateConditionType is the pod readiness gate and condition (DESIGN.md).
+	GateConditionType = "strictgate.dev/policy-programmed"
+
+	// PathMutatePod, PathValidateNamespace and PathValidateNetworkPolicy are the HTTPS
+	// paths the webhook configurations point at.
+	PathMutatePod             = "/mutate-v1-pod"
+	PathValidateNamespace     = "/validate-v1-namespace"
+	PathValidateNetworkPolicy = "/validate-networking-v1-networkpolicy"
+
+	// DefaultNamespace is where the chart installs strictgate unless told otherwise.
+	DefaultNamespace = "strictgate"
+	// DefaultOptOutGroup is the group allowed to set the opt-out label.
+	DefaultOptOutGroup = "strictgate:enforcement-admins"
+)
+
+// Config is the webhook process's configuration, shared by every handler and the
+// default-deny controller. Build it with DefaultConfig, then BindFlags, then Validate.
+type Config struct {
+	// Namespace is strictgate's own namespace: never enforced, home of the leader
+	// election lease and of the gate-guard parameters ConfigMap.
+	Namespace string
+	// ServiceAccount is the full username of the webhook's own service account
+	// (system:serviceaccount:<ns>:<name>); only it may modify the generated policies.
+	ServiceAccount string
+	// AgentServiceAccount is the full username of the node agent's service account;
+	// only it may set the gate condition (enforced by the gate-guard VAP, not here).
+	AgentServiceAccount string
+	// ExcludedNamespaces are further namespaces that are never enforced.
+	ExcludedNamespaces []string
+	// OptOutGroups may add or change the opt-out label on a namespace. Removing the
+	// label is always allowed: it only switches enforcement back on.
+	OptOutGroups []string
+	// DNSPolicy makes the default-deny controller also generate strictgate-allow-dns.
+	DNSPolicy bool
+
+	// CertDir holds tls.crt and tls.key; they are reloaded when they change.
+	CertDir string
+	// Host and Port are where the HTTPS admission server listens.
+	Host string
+	Port int
+	// MetricsAddr serves Prometheus /metrics over plain HTTP ("0" disables it).
+	MetricsAddr string
+	// ProbeAddr serves /healthz and /readyz over plain HTTP.
+	ProbeAddr string
+	// LeaderElection guards the default-deny controller: only one replica writes.
+	LeaderElection bool
+	// LeaderElectionID names the Lease in Namespace.
+	LeaderElectionID string
+	// LeaseDuration is how long a lost leader keeps its lease (controller-runtime default 15s).
+	LeaseDuration time.Duration
+}
+
+// DefaultConfig returns the configuration the chart's defaults correspond to.
+func DefaultConfig() Config {
+	return Config{
+		Namespace:           DefaultNamespace,
+		ServiceAccount:      serviceAccountUser(DefaultNamespace, "strictgate-webhook"),
+		AgentServiceAccount: serviceAccountUser(DefaultNamespace, "strictgate-agent"),
+		OptOutGroups:        []string{DefaultOptOutGroup},
+		DNSPolicy:           true,
+		CertDir:             "/tmp/k8s-webhook-server/serving-certs",
+		Port:                9443,
+		MetricsAddr:         ":8080",
+		ProbeAddr:           ":8081",
+		LeaderElection:      true,
+		LeaderElectionID:    "strictgate-webhook",
+		LeaseDuration:       15 * time.Second,
+	}
+}
+
+func serviceAccountUser(ns, name string) string {
+	return "system:serviceaccount:" + ns + ":" + name
+}
+
+// BindFlags registers the configuration's flags on fs, with c's values as defaults.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "strictgate's own namespace (never enforced; holds the leader-election lease)")
+	fs.StringVar(&c.ServiceAccount, "service-account", c.ServiceAccount, "full username of the webhook's own service account, system:serviceaccount:<ns>:<name>")
+	fs.StringVar(&c.AgentServiceAccount, "agent-service-account", c.AgentServiceAccount, "full username of the agent's service account")
+	fs.Var(&stringList{dst: &c.ExcludedNamespaces}, "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated)")
+	fs.Var(&stringList{dst: &c.OptOutGroups}, "opt-out-group", "group allowed to set the "+enforce.Label+" label (repeatable or comma-separated; replaces the default)")
+	fs.BoolVar(&c.DNSPolicy, "dns-policy", c.DNSPolicy, "generate strictgate-allow-dns (egress to kube-dns) beside strictgate-default-deny")
+	fs.StringVar(&c.CertDir, "cert-dir", c.CertDir, "directory with tls.crt and tls.key (reloaded on change)")
+	fs.StringVar(&c.Host, "host", c.Host, "address the HTTPS admission server binds (empty = all)")
+	fs.IntVar(&c.Port, "port", c.Port, "port of the HTTPS admission server")
+	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", c.MetricsAddr, "address of the Prometheus /metrics endpoint (0 disables it)")
+	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", c.ProbeAddr, "address of /healthz and /readyz")
+	fs.BoolVar(&c.LeaderElection, "leader-elect", c.LeaderElection, "elect a leader for the default-deny controller (needed with more than one replica)")
+	fs.StringVar(&c.LeaderElectionID, "leader-election-id", c.LeaderElectionID, "name of the leader-election Lease in --namespace")
+	fs.DurationVar(&c.LeaseDuration, "leader-lease-duration", c.LeaseDuration, "leader-election lease duration")
+}
+
+// Validate reports configuration errors a person can fix from the message.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Namespace == "" {
+		errs = append(errs, errors.New("--namespace must not be empty"))
+	}
+	for flagName, user := range map[string]string{"--service-account": c.ServiceAccount, "--agent-service-account": c.AgentServiceAccount} {
+		if !strings.HasPrefix(user, "system:serviceaccount:") || strings.Count(user, ":") != 3 {
+			errs = append(errs, fmt.Errorf("%s %q: want system:serviceaccount:<namespace>:<name>", flagName, user))
+		}
+	}
+	if c.Port <= 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--port %d: want 1-65535", c.Port))
+	}
+	if c.CertDir == "" {
+		errs = append(errs, errors.New("--cert-dir must not be empty"))
+	}
+	if c.LeaderElection && c.LeaderElectionID == "" {
+		errs = append(errs, errors.New("--leader-election-id must not be empty with --leader-elect"))
+	}
+	return errors.Join(errs...)
+}
+
+// Scope is the set of namespaces strictgate does not enforce, as enforce needs it.
+func (c *Config) Scope() enforce.Scope {
+	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces}
+}
+
+// stringList is a flag.Value for repeatable, comma-separated string flags. The first
+// Set replaces the default so that "--opt-out-group=x" means exactly x.
+type stringList struct {
+	dst *[]string
+	set bool
+}
+
+func (l *stringList) String() string {
+	if l == nil || l.dst == nil {
+		return ""
+	}
+	return strings.Join(*l.dst, ",")
+}
+
+func (l *stringList) Set(v string) error {
+	if !l.set {
+		*l.dst = nil
+		l.set = true
+	}
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l.dst = append(*l.dst, part)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,55 @@
+package webhook
+
+import (
+	"flag"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestConfigFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		check   func(*Config) bool
+		wantErr string
+	}{
+		{"defaults are valid", nil, func(c *Config) bool {
+			return c.Namespace == "strictgate" && slices.Equal(c.OptOutGroups, []string{DefaultOptOutGroup}) && c.DNSPolicy
+		}, ""},
+		{"opt-out groups replace the default", []string{"--opt-out-group=a,b", "--opt-out-group", "c"}, func(c *Config) bool {
+			return slices.Equal(c.OptOutGroups, []string{"a", "b", "c"})
+		}, ""},
+		{"excluded namespaces", []string{"--exclude-namespace=x", "--exclude-namespace= y ,"}, func(c *Config) bool {
+			return slices.Equal(c.ExcludedNamespaces, []string{"x", "y"}) && !c.Scope().Enforced(nsNamed("y"))
+		}, ""},
+		{"bad service account", []string{"--service-account=webhook"}, nil, "--service-account"},
+		{"bad port", []string{"--port=0"}, nil, "--port"},
+		{"empty namespace", []string{"--namespace="}, nil, "--namespace"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			c.BindFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			err := c.Validate()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Validate = %v, want error mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(&c) {
+				t.Fatalf("unexpected config %+v", c)
+			}
+		})
+	}
+}
