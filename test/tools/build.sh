@@ -7,6 +7,9 @@
 #
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 #             kubectl etcd containerd runc cni-plugins helm
+#
+# containerd installs containerd, containerd-shim-runc-v2 and ctr into one directory;
+# cni-plugins installs ptp, host-local and loopback; runc needs cgo and libseccomp-dev.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -56,27 +59,47 @@ build_kube() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
-# go_build builds a main package of module@version into the cache through a throw-away
-# module: `go install pkg@version` refuses modules with replace directives (etcd has them).
+# go_build builds main packages of module@version into one cache directory through a
+# throw-away module: `go install pkg@version` refuses modules with replace directives
+# (etcd has them) and cannot put several binaries of one version side by side.
+#   go_build NAME MODULE VERSION TAGS BIN=PKG...
 go_build() {
-  local name=$1 module=$2 pkg=$3 version=$4 bin=$5 tags=${6:-}
-  local out="$cache/$name-$version"
-  [ -x "$out/$bin" ] && return 0
+  local name=$1 module=$2 version=$3 tags=$4; shift 4
+  local out="$cache/$name-$version" spec missing=0
+  for spec in "$@"; do [ -x "$out/${spec%%=*}" ] || missing=1; done
+  [ "$missing" = 0 ] && return 0
   local dir="$cache/src/$name-$version"
   mkdir -p "$dir" "$out.tmp"
   if [ ! -f "$dir/go.mod" ]; then
     printf 'module strictgate.local/build\n\ngo 1.26.0\n' > "$dir/go.mod"
   fi
-  (cd "$dir" && go get "$module@$version" >/dev/null 2>&1 && go mod download all >/dev/null 2>&1;
-   go build ${tags:+-tags "$tags"} -trimpath -ldflags "-s -w" -o "$out.tmp/$bin" "$pkg")
+  (cd "$dir" && go get "$module@$version" >/dev/null 2>&1 && go mod download all >/dev/null 2>&1 || true)
+  for spec in "$@"; do
+    (cd "$dir" && go build ${tags:+-tags "$tags"} -trimpath -ldflags "-s -w" -o "$out.tmp/${spec%%=*}" "${spec#*=}")
+  done
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
+
+# One build at a time: tests in several packages may ask for the same component at once.
+exec 9>"$cache/.build.lock"
+flock 9
 
 for c in "$@"; do
   case "$c" in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl) build_kube "$c" ;;
-    etcd) go_build etcd go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 "$ETCD_VERSION" etcd ;;
-    helm) go_build helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm ;;
+    etcd) go_build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" etcd=go.etcd.io/etcd/server/v3 ;;
+    helm) go_build helm helm.sh/helm/v3 "$HELM_VERSION" "" helm=helm.sh/helm/v3/cmd/helm ;;
+    containerd)
+      m=github.com/containerd/containerd/v2
+      go_build containerd "$m" "$CONTAINERD_VERSION" "no_btrfs no_devmapper no_zfs" \
+        containerd=$m/cmd/containerd containerd-shim-runc-v2=$m/cmd/containerd-shim-runc-v2 ctr=$m/cmd/ctr ;;
+    runc)
+      # Debian's runc 1.1.5 fails on this kernel; seccomp support needs cgo + libseccomp.
+      CGO_ENABLED=1 go_build runc github.com/opencontainers/runc "$RUNC_VERSION" seccomp runc=github.com/opencontainers/runc ;;
+    cni-plugins)
+      m=github.com/containernetworking/plugins
+      go_build cni-plugins "$m" "$CNI_PLUGINS_VERSION" "" \
+        ptp=$m/plugins/main/ptp host-local=$m/plugins/ipam/host-local loopback=$m/plugins/main/loopback ;;
     *) echo "build.sh: unknown component $c" >&2; exit 2 ;;
   esac
 done
