@@ -26,8 +26,11 @@ generate: ## Regenerate committed code (bpf2go objects, embedded manifests).
 	$(GO) generate ./...
 
 .PHONY: generate-check
-generate-check: generate ## Fail if generated files differ from what is committed.
-	@git diff --exit-code --stat -- . || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+generate-check: ## Fail if `make generate` changes anything (generated code must match its sources).
+	@before=$$(git status --porcelain=v1 --untracked-files=all; git diff | sha256sum); \
+	$(MAKE) --no-print-directory generate >/dev/null; \
+	after=$$(git status --porcelain=v1 --untracked-files=all; git diff | sha256sum); \
+	[ "$$before" = "$$after" ] || { echo "make generate changed files: generated code is stale; run 'make generate' and commit"; git status --short; exit 1; }
 
 .PHONY: lint
 lint: ## gofmt + go vet.
