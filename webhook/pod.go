@@ -1,0 +1,148 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	jsonpatch "gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/strictgate/strictgate/webhook/enforce"
+)
+
+// NamespaceGetter finds a namespace by name. The server passes a cache-backed reader
+// with a live fallback (see CachedNamespaces); tests may pass anything.
+type NamespaceGetter interface {
+	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
+}
+
+// PodMutator adds the strictgate readiness gate to pods created in enforced namespaces.
+// Gates can only be set at CREATE, so this is the one chance; the agent on the pod's
+// node later sets the condition True once the pod's policy is in the kernel.
+type PodMutator struct {
+	Scope      enforce.Scope
+	Namespaces NamespaceGetter
+}
+
+var _ admission.Handler = (*PodMutator)(nil)
+
+var podGVK = metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}
+
+// podFields is the part of a Pod the mutator reads. Decoding only this keeps the
+// per-request cost small; the API server validates the full object after admission.
+type podFields struct {
+	Kind       string `json:"kind"`
+	APIVersion string `json:"apiVersion"`
+	Spec       *struct {
+		HostNetwork    bool                      `json:"hostNetwork"`
+		ReadinessGates []corev1.PodReadinessGate `json:"readinessGates"`
+	} `json:"spec"`
+}
+
+// gatePatchNew and gatePatchAppend are the two patches the mutator can return; they
+// are built once since they never change.
+var (
+	gatePatchNew = []jsonpatch.JsonPatchOperation{{
+		Operation: "add", Path: "/spec/readinessGates",
+		Value: []any{map[string]any{"conditionType": GateConditionType}},
+	}}
+	gatePatchAppend = []jsonpatch.JsonPatchOperation{{
+		Operation: "add", Path: "/spec/readinessGates/-",
+		Value: map[string]any{"conditionType": GateConditionType},
+	}}
+)
+
+// Handle implements admission.Handler.
+func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
+	if req.Operation != admissionv1.Create {
+		return admission.Allowed("strictgate only adds the readiness gate at CREATE")
+	}
+	if req.Kind != podGVK || req.SubResource != "" {
+		return admission.Errored(http.StatusBadRequest,
+			fmt.Errorf("pod mutator got %s %s (subresource %q): the webhook configuration must send only v1 Pods", req.Kind.String(), req.Resource.Resource, req.SubResource))
+	}
+	pod, err := decodePod(req.Object.Raw)
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	if pod.Spec.HostNetwork {
+		// A host-network pod shares the node's interfaces; no per-pod datapath exists
+		// to program, so a gate would never turn True.
+		return admission.Allowed("host-network pod: not gated")
+	}
+	for _, g := range pod.Spec.ReadinessGates {
+		if g.ConditionType == GateConditionType {
+			return admission.Allowed("readiness gate already present")
+		}
+	}
+	// metadata.namespace may be empty on CREATE (the API server fills it in from the
+	// URL); the request always carries it.
+	if req.Namespace == "" {
+		return admission.Errored(http.StatusBadRequest, errors.New("pod admission request has no namespace"))
+	}
+	if m.Scope.ExcludedByName(req.Namespace) {
+		return admission.Allowed("namespace " + req.Namespace + " is excluded from enforcement")
+	}
+	ns, err := m.Namespaces.GetNamespace(ctx, req.Namespace)
+	if err != nil {
+		// Fail closed: without the namespace we cannot tell whether it opted out, and
+		// guessing either way is wrong for someone. The API server retries or reports.
+		return admission.Errored(http.StatusServiceUnavailable, fmt.Errorf("look up namespace %s to decide enforcement: %w", req.Namespace, err))
+	}
+	if !m.Scope.Enforced(ns) {
+		return admission.Allowed("namespace " + req.Namespace + " is not enforced")
+	}
+	patch := gatePatchAppend
+	if pod.Spec.ReadinessGates == nil {
+		patch = gatePatchNew
+	}
+	return admission.Patched("added readiness gate "+GateConditionType, patch...)
+}
+
+// decodePod reads the fields the mutator needs with the API server's own JSON rules
+// (case-sensitive field names), rejecting anything that is not a Pod object.
+func decodePod(raw []byte) (*podFields, error) {
+	if len(raw) == 0 {
+		return nil, errors.New("admission request has no object: expected a v1 Pod")
+	}
+	var p podFields
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &p); err != nil {
+		return nil, fmt.Errorf("decode pod: %w", err)
+	}
+	if p.Kind != "" && (p.Kind != "Pod" || p.APIVersion != "v1") {
+		return nil, fmt.Errorf("decode pod: object is %s %s, expected v1 Pod", p.APIVersion, p.Kind)
+	}
+	if p.Spec == nil {
+		return nil, errors.New("decode pod: object has no spec")
+	}
+	return &p, nil
+}
+
+// CachedNamespaces looks namespaces up in the manager's cache and, when the cache has
+// not seen a namespace yet (it was created a moment ago), asks the API server.
+type CachedNamespaces struct {
+	Cache client.Reader
+	Live  client.Reader
+}
+
+// GetNamespace implements NamespaceGetter.
+func (c CachedNamespaces) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
+	ns := &corev1.Namespace{}
+	err := c.Cache.Get(ctx, types.NamespacedName{Name: name}, ns)
+	if apierrors.IsNotFound(err) && c.Live != nil {
+		err = c.Live.Get(ctx, types.NamespacedName{Name: name}, ns)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
