@@ -1,0 +1,597 @@
+package compile
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/strictgate/strictgate/agent/rules"
+)
+
+// Compiler holds the cluster state the rules depend on and every pod's compiled rules.
+// Each Upsert/Delete recomputes only the pods the change can affect and returns the
+// keys of the pods whose rules changed (appeared, changed or disappeared), sorted.
+// A Compiler is not safe for concurrent use.
+type Compiler struct {
+	namespaces  map[string]labels.Set // declared namespaces, name label included
+	pods        map[types.NamespacedName]*podInfo
+	nsPods      map[string]*nsPods
+	policies    map[types.NamespacedName]*policyInfo
+	nsPolicies  map[string]map[string]*policyInfo
+	services    map[types.NamespacedName]*svcInfo
+	slices      map[types.NamespacedName]*sliceInfo
+	slicesBySvc map[types.NamespacedName]map[string]*sliceInfo
+	table       ruleTable
+	out         map[types.NamespacedName]*rules.PodRules
+	dirty       map[types.NamespacedName]struct{}
+}
+
+// nsPods indexes the pods of one namespace by label.
+type nsPods struct {
+	labels  labels.Set // the namespace's labels (implicit ones if not declared)
+	pods    map[string]*podInfo
+	byLabel map[string]map[*podInfo]struct{} // key "k\x00v"
+}
+
+// New returns an empty Compiler.
+func New() *Compiler {
+	return &Compiler{
+		namespaces:  map[string]labels.Set{},
+		pods:        map[types.NamespacedName]*podInfo{},
+		nsPods:      map[string]*nsPods{},
+		policies:    map[types.NamespacedName]*policyInfo{},
+		nsPolicies:  map[string]map[string]*policyInfo{},
+		services:    map[types.NamespacedName]*svcInfo{},
+		slices:      map[types.NamespacedName]*sliceInfo{},
+		slicesBySvc: map[types.NamespacedName]map[string]*sliceInfo{},
+		table:       newRuleTable(),
+		out:         map[types.NamespacedName]*rules.PodRules{},
+		dirty:       map[types.NamespacedName]struct{}{},
+	}
+}
+
+// State is a whole cluster's worth of objects, for Build.
+type State struct {
+	Namespaces     []*corev1.Namespace
+	Pods           []*corev1.Pod
+	Policies       []*networkingv1.NetworkPolicy
+	Services       []*corev1.Service
+	EndpointSlices []*discoveryv1.EndpointSlice
+}
+
+// Build compiles a whole state at once (faster than one Upsert per object). Invalid
+// objects make it fail with an error naming the object.
+func Build(s State) (*Compiler, error) {
+	c := New()
+	for _, ns := range s.Namespaces {
+		c.setNamespace(ns.Name, ns.Labels)
+	}
+	for _, p := range s.Pods {
+		pi, err := newPodInfo(p)
+		if err != nil {
+			return nil, err
+		}
+		c.setPod(pi.key, pi)
+	}
+	for _, np := range s.Policies {
+		pi, err := newPolicyInfo(np)
+		if err != nil {
+			return nil, err
+		}
+		c.setPolicy(pi.key, pi)
+	}
+	for _, sv := range s.Services {
+		si, err := newSvcInfo(sv)
+		if err != nil {
+			return nil, err
+		}
+		c.services[si.key] = si
+	}
+	for _, es := range s.EndpointSlices {
+		si, err := newSliceInfo(es)
+		if err != nil {
+			return nil, err
+		}
+		c.setSlice(si.key, si)
+	}
+	c.Recompute()
+	return c, nil
+}
+
+// Recompute recompiles every pod from scratch and returns those whose rules changed.
+// The result must always be empty: incremental updates are exact.
+func (c *Compiler) Recompute() []types.NamespacedName {
+	for k := range c.pods {
+		c.dirty[k] = struct{}{}
+	}
+	for k := range c.out {
+		c.dirty[k] = struct{}{}
+	}
+	return c.flush()
+}
+
+// Rules returns the compiled rules of a pod; false if the pod is unknown, uses the host
+// network or has terminated. The result is shared: callers must not modify it.
+func (c *Compiler) Rules(pod types.NamespacedName) (*rules.PodRules, bool) {
+	r, ok := c.out[pod]
+	return r, ok
+}
+
+// Pods returns the keys of all pods that have compiled rules, sorted.
+func (c *Compiler) Pods() []types.NamespacedName {
+	keys := slices.Collect(maps.Keys(c.out))
+	slices.SortFunc(keys, compareKeys)
+	return keys
+}
+
+// Rule resolves a RuleID assigned by this compiler.
+func (c *Compiler) Rule(id rules.RuleID) (RuleRef, bool) {
+	r, ok := c.table.byID[id]
+	return r, ok
+}
+
+// RuleID returns the ID of a rule, if its policy is known.
+func (c *Compiler) RuleID(r RuleRef) (rules.RuleID, bool) {
+	id, ok := c.table.byRef[r]
+	return id, ok
+}
+
+// SelectingPolicies returns the policies that select the pod for direction d (and so
+// isolate it there), sorted.
+func (c *Compiler) SelectingPolicies(pod types.NamespacedName, d rules.Direction) []types.NamespacedName {
+	p := c.pods[pod]
+	if p == nil || !p.target() {
+		return nil
+	}
+	var out []types.NamespacedName
+	for _, pol := range c.selecting(p, d) {
+		out = append(out, pol.key)
+	}
+	return out
+}
+
+// UpsertNamespace adds or updates a namespace.
+func (c *Compiler) UpsertNamespace(ns *corev1.Namespace) []types.NamespacedName {
+	c.changeNamespace(ns.Name, ns.Labels, true)
+	return c.flush()
+}
+
+// DeleteNamespace forgets a namespace; its pods (if any remain) see it as implicit.
+func (c *Compiler) DeleteNamespace(name string) []types.NamespacedName {
+	c.changeNamespace(name, nil, false)
+	return c.flush()
+}
+
+// UpsertPod adds or updates a pod.
+func (c *Compiler) UpsertPod(pod *corev1.Pod) ([]types.NamespacedName, error) {
+	np, err := newPodInfo(pod)
+	if err != nil {
+		return nil, err
+	}
+	c.changePod(np.key, np)
+	return c.flush(), nil
+}
+
+// DeletePod forgets a pod.
+func (c *Compiler) DeletePod(pod types.NamespacedName) []types.NamespacedName {
+	c.changePod(pod, nil)
+	return c.flush()
+}
+
+// UpsertPolicy adds or updates a NetworkPolicy; an invalid one changes nothing.
+func (c *Compiler) UpsertPolicy(np *networkingv1.NetworkPolicy) ([]types.NamespacedName, error) {
+	pi, err := newPolicyInfo(np)
+	if err != nil {
+		return nil, err
+	}
+	c.changePolicy(pi.key, pi)
+	return c.flush(), nil
+}
+
+// DeletePolicy forgets a NetworkPolicy.
+func (c *Compiler) DeletePolicy(policy types.NamespacedName) []types.NamespacedName {
+	c.changePolicy(policy, nil)
+	return c.flush()
+}
+
+// UpsertService adds or updates a Service.
+func (c *Compiler) UpsertService(s *corev1.Service) ([]types.NamespacedName, error) {
+	si, err := newSvcInfo(s)
+	if err != nil {
+		return nil, err
+	}
+	c.services[si.key] = si
+	c.dirtyEgressIsolated()
+	return c.flush(), nil
+}
+
+// DeleteService forgets a Service.
+func (c *Compiler) DeleteService(svc types.NamespacedName) []types.NamespacedName {
+	if _, ok := c.services[svc]; ok {
+		delete(c.services, svc)
+		c.dirtyEgressIsolated()
+	}
+	return c.flush()
+}
+
+// UpsertEndpointSlice adds or updates an EndpointSlice.
+func (c *Compiler) UpsertEndpointSlice(es *discoveryv1.EndpointSlice) ([]types.NamespacedName, error) {
+	si, err := newSliceInfo(es)
+	if err != nil {
+		return nil, err
+	}
+	c.setSlice(si.key, si)
+	c.dirtyEgressIsolated()
+	return c.flush(), nil
+}
+
+// DeleteEndpointSlice forgets an EndpointSlice.
+func (c *Compiler) DeleteEndpointSlice(slice types.NamespacedName) []types.NamespacedName {
+	if _, ok := c.slices[slice]; ok {
+		c.setSlice(slice, nil)
+		c.dirtyEgressIsolated()
+	}
+	return c.flush()
+}
+
+// --- state changes -------------------------------------------------------------
+
+func (c *Compiler) nsLabels(ns string) labels.Set {
+	if l, ok := c.namespaces[ns]; ok {
+		return l
+	}
+	if n := c.nsPods[ns]; n != nil {
+		return n.labels
+	}
+	return labels.Set{NamespaceNameLabel: ns}
+}
+
+func (c *Compiler) setNamespace(name string, l map[string]string) {
+	ls := make(labels.Set, len(l)+1)
+	maps.Copy(ls, l)
+	ls[NamespaceNameLabel] = name
+	c.namespaces[name] = ls
+	if n := c.nsPods[name]; n != nil {
+		n.labels = ls
+	}
+}
+
+func (c *Compiler) changeNamespace(name string, l map[string]string, present bool) {
+	old := c.nsLabels(name)
+	if present {
+		c.setNamespace(name, l)
+	} else {
+		delete(c.namespaces, name)
+		if n := c.nsPods[name]; n != nil {
+			n.labels = labels.Set{NamespaceNameLabel: name}
+		}
+	}
+	nw := c.nsLabels(name)
+	if labelsEqual(old, nw) || c.nsPods[name] == nil {
+		return // no pods there: no peer changed
+	}
+	for _, pol := range c.policies {
+		if c.policyUsesNamespace(pol, old, nw) {
+			c.dirtyTargets(pol)
+		}
+	}
+}
+
+func (c *Compiler) policyUsesNamespace(pol *policyInfo, old, nw labels.Set) bool {
+	for d := range pol.rules {
+		if !pol.has[d] {
+			continue
+		}
+		for _, r := range pol.rules[d] {
+			for _, pe := range r.peers {
+				if pe.nsSel != nil && (pe.nsSel.Matches(old) || pe.nsSel.Matches(nw)) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func (c *Compiler) setPod(key types.NamespacedName, p *podInfo) {
+	n := c.nsPods[key.Namespace]
+	if old := c.pods[key]; old != nil {
+		delete(c.pods, key)
+		delete(n.pods, key.Name)
+		for k, v := range old.labels {
+			lk := k + "\x00" + v
+			delete(n.byLabel[lk], old)
+			if len(n.byLabel[lk]) == 0 {
+				delete(n.byLabel, lk)
+			}
+		}
+		if len(n.pods) == 0 {
+			delete(c.nsPods, key.Namespace)
+			n = nil
+		}
+	}
+	if p == nil {
+		return
+	}
+	if n == nil {
+		n = &nsPods{labels: c.nsLabels(key.Namespace), pods: map[string]*podInfo{}, byLabel: map[string]map[*podInfo]struct{}{}}
+		c.nsPods[key.Namespace] = n
+	}
+	c.pods[key] = p
+	n.pods[key.Name] = p
+	for k, v := range p.labels {
+		lk := k + "\x00" + v
+		s := n.byLabel[lk]
+		if s == nil {
+			s = map[*podInfo]struct{}{}
+			n.byLabel[lk] = s
+		}
+		s[p] = struct{}{}
+	}
+}
+
+func (c *Compiler) changePod(key types.NamespacedName, p *podInfo) {
+	old := c.pods[key]
+	if old == nil && p == nil {
+		return
+	}
+	c.dirty[key] = struct{}{}
+	if old == nil || p == nil || !old.samePeer(p) {
+		for _, pol := range c.policies {
+			if c.policyTouches(pol, old) || c.policyTouches(pol, p) {
+				c.dirtyTargets(pol)
+			}
+		}
+		if c.selectorBackend(old) || c.selectorBackend(p) {
+			c.dirtyEgressIsolated()
+		}
+	}
+	c.setPod(key, p)
+}
+
+// policyTouches reports whether the rules of pol depend on pod p as a peer.
+func (c *Compiler) policyTouches(pol *policyInfo, p *podInfo) bool {
+	if p == nil || !p.peer() {
+		return false
+	}
+	for d := range pol.rules {
+		if !pol.has[d] {
+			continue
+		}
+		for _, r := range pol.rules[d] {
+			namedEgress := rules.Direction(d) == rules.Egress && len(r.named) > 0
+			if r.all && namedEgress {
+				return true
+			}
+			for i := range r.peers {
+				pe := &r.peers[i]
+				if pe.block {
+					if namedEgress && slices.ContainsFunc(p.ips, pe.admits) {
+						return true
+					}
+				} else if c.peerSelects(pol.key.Namespace, pe, p) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// admits reports whether an address is inside an ipBlock peer (cidr minus excepts).
+func (pe *peerInfo) admits(a netip.Addr) bool {
+	if !pe.cidr.Contains(a) {
+		return false
+	}
+	for _, e := range pe.except {
+		if e.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Compiler) peerSelects(polNS string, pe *peerInfo, p *podInfo) bool {
+	if pe.nsSel == nil {
+		return p.key.Namespace == polNS && pe.podSel.Matches(p.labels)
+	}
+	return pe.nsSel.Matches(c.nsLabels(p.key.Namespace)) && (pe.podSel == nil || pe.podSel.Matches(p.labels))
+}
+
+// selectorBackend reports whether p may be a backend of a Service that the compiler
+// resolves through its selector (no EndpointSlices known).
+func (c *Compiler) selectorBackend(p *podInfo) bool {
+	if p == nil {
+		return false
+	}
+	for _, s := range c.services {
+		if s.key.Namespace == p.key.Namespace && s.selector != nil && len(c.slicesBySvc[s.key]) == 0 && s.selector.Matches(p.labels) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Compiler) setPolicy(key types.NamespacedName, p *policyInfo) {
+	if old := c.policies[key]; old != nil {
+		for d := range old.rules {
+			for _, r := range old.rules[d] {
+				c.table.release(r.ref)
+			}
+		}
+		delete(c.policies, key)
+		delete(c.nsPolicies[key.Namespace], key.Name)
+		if len(c.nsPolicies[key.Namespace]) == 0 {
+			delete(c.nsPolicies, key.Namespace)
+		}
+	}
+	if p == nil {
+		return
+	}
+	for d := range p.rules {
+		for _, r := range p.rules[d] {
+			r.id = c.table.assign(r.ref)
+			for i := range r.numeric {
+				r.numeric[i].Rule = r.id
+			}
+		}
+	}
+	c.policies[key] = p
+	if c.nsPolicies[key.Namespace] == nil {
+		c.nsPolicies[key.Namespace] = map[string]*policyInfo{}
+	}
+	c.nsPolicies[key.Namespace][key.Name] = p
+}
+
+func (c *Compiler) changePolicy(key types.NamespacedName, p *policyInfo) {
+	if old := c.policies[key]; old != nil {
+		c.dirtyTargets(old)
+	} else if p == nil {
+		return
+	}
+	c.setPolicy(key, p)
+	if p != nil {
+		c.dirtyTargets(p)
+	}
+}
+
+func (c *Compiler) setSlice(key types.NamespacedName, s *sliceInfo) {
+	if old := c.slices[key]; old != nil {
+		sk := types.NamespacedName{Namespace: key.Namespace, Name: old.service}
+		delete(c.slicesBySvc[sk], key.Name)
+		if len(c.slicesBySvc[sk]) == 0 {
+			delete(c.slicesBySvc, sk)
+		}
+		delete(c.slices, key)
+	}
+	if s == nil {
+		return
+	}
+	c.slices[key] = s
+	sk := types.NamespacedName{Namespace: key.Namespace, Name: s.service}
+	if c.slicesBySvc[sk] == nil {
+		c.slicesBySvc[sk] = map[string]*sliceInfo{}
+	}
+	c.slicesBySvc[sk][key.Name] = s
+}
+
+func (c *Compiler) dirtyTargets(pol *policyInfo) {
+	n := c.nsPods[pol.key.Namespace]
+	if n == nil {
+		return
+	}
+	n.each(pol.selector, func(p *podInfo) {
+		c.dirty[p.key] = struct{}{}
+	})
+}
+
+func (c *Compiler) dirtyEgressIsolated() {
+	for k, r := range c.out {
+		if r.Egress.State == rules.StateIsolated {
+			c.dirty[k] = struct{}{}
+		}
+	}
+}
+
+// each calls fn for every pod of the namespace that sel matches, using the label index
+// when the selector has an equality or set requirement.
+func (n *nsPods) each(sel labels.Selector, fn func(*podInfo)) {
+	if sel.Empty() {
+		for _, p := range n.pods {
+			fn(p)
+		}
+		return
+	}
+	var best []map[*podInfo]struct{}
+	bestN := -1
+	if reqs, ok := sel.Requirements(); ok {
+		for _, r := range reqs {
+			switch r.Operator() {
+			case selection.Equals, selection.DoubleEquals, selection.In:
+			default:
+				continue
+			}
+			var sets []map[*podInfo]struct{}
+			total := 0
+			for _, v := range r.ValuesUnsorted() {
+				if s := n.byLabel[r.Key()+"\x00"+v]; len(s) > 0 {
+					sets = append(sets, s)
+					total += len(s)
+				}
+			}
+			if bestN < 0 || total < bestN {
+				best, bestN = sets, total
+			}
+		}
+	}
+	if bestN < 0 {
+		for _, p := range n.pods {
+			if sel.Matches(p.labels) {
+				fn(p)
+			}
+		}
+		return
+	}
+	for _, s := range best {
+		for p := range s {
+			if sel.Matches(p.labels) {
+				fn(p) // an In over distinct values never yields a pod twice: a label has one value
+			}
+		}
+	}
+}
+
+// selecting returns the policies selecting pod p for direction d, sorted by name.
+func (c *Compiler) selecting(p *podInfo, d rules.Direction) []*policyInfo {
+	var out []*policyInfo
+	for _, pol := range c.nsPolicies[p.key.Namespace] {
+		if pol.has[d] && pol.selector.Matches(p.labels) {
+			out = append(out, pol)
+		}
+	}
+	slices.SortFunc(out, func(a, b *policyInfo) int { return strings.Compare(a.key.Name, b.key.Name) })
+	return out
+}
+
+func compareKeys(a, b types.NamespacedName) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// flush recomputes the dirty pods and returns those whose rules changed.
+func (c *Compiler) flush() []types.NamespacedName {
+	if len(c.dirty) == 0 {
+		return nil
+	}
+	b := newBatch(c)
+	var changed []types.NamespacedName
+	for k := range c.dirty {
+		p := c.pods[k]
+		old, had := c.out[k]
+		if p == nil || !p.target() {
+			if had {
+				delete(c.out, k)
+				changed = append(changed, k)
+			}
+			continue
+		}
+		nr := b.podRules(p)
+		if !had || !equalPodRules(old, nr) {
+			c.out[k] = nr
+			changed = append(changed, k)
+		}
+	}
+	clear(c.dirty)
+	slices.SortFunc(changed, compareKeys)
+	return changed
+}

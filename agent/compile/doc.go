@@ -1,0 +1,60 @@
+// Package compile turns cluster state (namespaces, pods, NetworkPolicies, Services,
+// EndpointSlices) into per-pod rule sets in the datapath's form (rules.PodRules).
+//
+// It is pure: no kernel, no API client. The agent feeds it informer events through a
+// Compiler (Upsert*/Delete*), which recomputes only the pods a change can affect and
+// reports the pods whose rules changed; `strictgate verdict` builds one from manifests.
+//
+// # Semantics
+//
+// Exactly networking.k8s.io/v1 NetworkPolicy: a pod selected by no policy for a
+// direction is unisolated there (rules.StateUnisolated); a selected pod is isolated and
+// allowed the union of the rules of every selecting policy. Peers of a rule are ORed,
+// its ports further restrict. Named ports resolve against the destination pod's
+// containerPorts for the protocol: for ingress that is the selected pod itself, for
+// egress each peer pod separately (so peer pods get /32 or /128 entries carrying their
+// own resolved ports), and a named port never matches an address that is not a pod.
+// Only pods with an IP that neither use the host network nor have terminated are peers;
+// host-network pods are never policy targets. Namespaces the compiler has not been told
+// about exist implicitly with the label kubernetes.io/metadata.name=<name>, which is
+// also added to every namespace (as the API server does).
+//
+// # Flattening
+//
+// The rules of a direction become longest-prefix-match entries. Every prefix that
+// appears (peer pod addresses, ipBlock cidrs and excepts, 0.0.0.0/0 and ::/0) becomes a
+// candidate entry; a prefix P owns the addresses for which it is the longest match, and
+// a rule item (cidr C, excepts E, ports) allows those addresses iff P ⊆ C and P ⊄ e for
+// every e in E. The entry's ports are the union over such items; an entry without ports
+// is a hole. Entries that change nothing (same ports as their nearest enclosing entry,
+// or empty with no enclosing entry that allows anything) are dropped, and port rules
+// that an earlier rule (in rules.ComparePortRules order) covers are dropped, since the
+// first matching rule decides.
+//
+// # Services
+//
+// The datapath's egress hook on the client's host-side interface sees a Service's
+// ClusterIP before kube-proxy translates it to a backend. We judge such traffic by the
+// backends, as DESIGN.md asks, and compile it ahead of time: for every Service with a
+// ClusterIP (not headless) and every service port, an egress-isolated client may reach
+// ClusterIP:port iff the Service has at least one ready backend and the client's own
+// egress rules allow EVERY ready backend on the backend's target port (numeric, or
+// named and resolved per backend pod). Backends come from the Service's EndpointSlices
+// (ready = condition ready unset or true); if the compiler holds no slice for the
+// Service, from its selector over ready pods. Such a Service port becomes a port rule on
+// a ClusterIP /32 (/128) entry carrying the rule that allowed the first backend (in
+// address order). The ClusterIP entry is judged only this way: an ipBlock that happens
+// to cover the service range neither opens nor closes it, and no port other than the
+// service ports is opened on it, so a Service can never widen what the rules allow
+// (no named-targetPort bypass). Ingress at the backend is unaffected: after DNAT it
+// sees the client's pod IP. An unisolated client needs no entry.
+//
+// Traffic between a pod and its own node is allowed by the datapath itself, not here.
+//
+// # Rule attribution
+//
+// Every rule (policy namespace/name, direction, index) gets a rules.RuleID derived from
+// a hash of that triple, so IDs are stable across agent restarts and equal in `strictgate
+// verdict`; Compiler.Rule resolves an ID back. Hash collisions (rare) are resolved by
+// probing to the next free ID in arrival order.
+package compile
