@@ -1,0 +1,124 @@
+// Package chartfiles exposes the chart's static manifests to Go, so the Helm chart
+// (through .Files.Get) and the tests use byte-for-byte the same objects.
+package chartfiles
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+)
+
+// GateGuardYAML is files/gate-guard.yaml: the ValidatingAdmissionPolicy, its binding
+// and the ClusterRole that marks the agent.
+//
+//go:embed gate-guard.yaml
+var GateGuardYAML []byte
+
+// WebhooksYAML is files/webhooks.yaml: the Mutating- and ValidatingWebhookConfiguration.
+//
+//go:embed webhooks.yaml
+var WebhooksYAML []byte
+
+// GateGuard holds the decoded objects of gate-guard.yaml.
+type GateGuard struct {
+	Policy     *admissionregistrationv1.ValidatingAdmissionPolicy
+	Binding    *admissionregistrationv1.ValidatingAdmissionPolicyBinding
+	SetterRole *rbacv1.ClusterRole
+}
+
+// Webhooks holds the decoded objects of webhooks.yaml.
+type Webhooks struct {
+	Mutating   *admissionregistrationv1.MutatingWebhookConfiguration
+	Validating *admissionregistrationv1.ValidatingWebhookConfiguration
+}
+
+// DecodeGateGuard decodes GateGuardYAML, strictly: an unknown field is an error.
+func DecodeGateGuard() (*GateGuard, error) {
+	objs, err := decodeAll(GateGuardYAML)
+	if err != nil {
+		return nil, fmt.Errorf("decode gate-guard.yaml: %w", err)
+	}
+	g := &GateGuard{}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *admissionregistrationv1.ValidatingAdmissionPolicy:
+			g.Policy = o
+		case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+			g.Binding = o
+		case *rbacv1.ClusterRole:
+			g.SetterRole = o
+		default:
+			return nil, fmt.Errorf("decode gate-guard.yaml: unexpected %T", o)
+		}
+	}
+	if g.Policy == nil || g.Binding == nil || g.SetterRole == nil {
+		return nil, fmt.Errorf("decode gate-guard.yaml: want a policy, a binding and a ClusterRole")
+	}
+	return g, nil
+}
+
+// DecodeWebhooks decodes WebhooksYAML, strictly.
+func DecodeWebhooks() (*Webhooks, error) {
+	objs, err := decodeAll(WebhooksYAML)
+	if err != nil {
+		return nil, fmt.Errorf("decode webhooks.yaml: %w", err)
+	}
+	w := &Webhooks{}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *admissionregistrationv1.MutatingWebhookConfiguration:
+			w.Mutating = o
+		case *admissionregistrationv1.ValidatingWebhookConfiguration:
+			w.Validating = o
+		default:
+			return nil, fmt.Errorf("decode webhooks.yaml: unexpected %T", o)
+		}
+	}
+	if w.Mutating == nil || w.Validating == nil {
+		return nil, fmt.Errorf("decode webhooks.yaml: want one mutating and one validating configuration")
+	}
+	return w, nil
+}
+
+func decodeAll(data []byte) ([]runtime.Object, error) {
+	dec := serializer.NewCodecFactory(clientgoscheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var out []runtime.Object
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if onlyComments(doc) {
+			continue
+		}
+		obj, _, err := dec.Decode(doc, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", len(out)+1, err)
+		}
+		out = append(out, obj)
+	}
+}
+
+func onlyComments(doc []byte) bool {
+	for _, line := range bytes.Split(doc, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) > 0 && line[0] != '#' {
+			return false
+		}
+	}
+	return true
+}
