@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -594,4 +595,66 @@ func (c *Compiler) flush() []types.NamespacedName {
 	clear(c.dirty)
 	slices.SortFunc(changed, compareKeys)
 	return changed
+}
+
+// Validate reports whether the compiler accepts an object (a Namespace, Pod,
+// NetworkPolicy, Service or EndpointSlice), with the reason if not; it changes nothing.
+func Validate(obj any) error {
+	var err error
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+	case *corev1.Pod:
+		_, err = newPodInfo(o)
+	case *networkingv1.NetworkPolicy:
+		_, err = newPolicyInfo(o)
+	case *corev1.Service:
+		_, err = newSvcInfo(o)
+	case *discoveryv1.EndpointSlice:
+		_, err = newSliceInfo(o)
+	default:
+		err = fmt.Errorf("unsupported object %T: %w", obj, ErrInvalid)
+	}
+	return err
+}
+
+// Backend is one ready backend of a Service port: the address and target port that
+// kube-proxy translates the ClusterIP and service port to.
+type Backend struct {
+	Addr netip.Addr
+	Port uint16
+}
+
+// ServicePort describes what a ClusterIP:port leads to.
+type ServicePort struct {
+	Service   types.NamespacedName
+	ClusterIP netip.Addr
+	// HasPort is false when the Service has no port (proto, port); then nothing is reached.
+	HasPort  bool
+	Backends []Backend
+}
+
+// ServiceAt returns the Service whose ClusterIP is ip and the ready backends of its
+// port (proto, port); false if ip is no known ClusterIP.
+func (c *Compiler) ServiceAt(ip netip.Addr, proto rules.Protocol, port uint16) (ServicePort, bool) {
+	ip = ip.Unmap()
+	var sp ServicePort
+	found := false
+	for _, s := range c.services {
+		if slices.Contains(s.clusterIPs, ip) {
+			sp.Service, sp.ClusterIP, found = s.key, ip, true
+			break
+		}
+	}
+	if !found {
+		return sp, false
+	}
+	for _, t := range newBatch(c).services() {
+		if t.prefix.Addr() == ip && t.proto == proto && t.port == port {
+			sp.HasPort = true
+			for _, b := range t.backends {
+				sp.Backends = append(sp.Backends, Backend{Addr: b.addr, Port: b.port})
+			}
+		}
+	}
+	return sp, true
 }

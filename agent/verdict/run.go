@@ -1,0 +1,194 @@
+package verdict
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/strictgate/strictgate/agent/rules"
+)
+
+// Options are the inputs of `strictgate verdict` and `strictgate explain`.
+type Options struct {
+	// Manifests are files or directories.
+	Manifests []string
+	// FlowsName names the flows input in errors ("-" for stdin); Flows is read if set,
+	// else the file FlowsName. Flow (if set) is a single flow instead.
+	FlowsName string
+	Flows     io.Reader
+	Flow      *Flow
+	// Engine is "go" (default) or "bpf".
+	Engine  string
+	NodeIPs []netip.Addr
+	// Warn receives non-fatal notes (skipped kinds); may be nil.
+	Warn func(string)
+}
+
+func (o *Options) load() (*Evaluator, []Flow, error) {
+	if len(o.Manifests) == 0 {
+		return nil, nil, fmt.Errorf("no manifests: pass --manifests PATH (a file or directory)")
+	}
+	var flows []Flow
+	switch {
+	case o.Flow != nil:
+		if err := o.Flow.check(); err != nil {
+			return nil, nil, fmt.Errorf("bad flow: %w", err)
+		}
+		flows = []Flow{*o.Flow}
+	case o.Flows != nil || o.FlowsName != "":
+		r := o.Flows
+		if r == nil {
+			f, err := os.Open(o.FlowsName)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read flows: %w", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		var err error
+		if flows, err = ReadFlows(o.FlowsName, r); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, fmt.Errorf("no flows: pass --flows FILE (or - for stdin), or --src/--dst/--port")
+	}
+	m, err := Load(o.Manifests, o.Warn)
+	if err != nil {
+		return nil, nil, err
+	}
+	engine := o.Engine
+	if engine == "" {
+		engine = "go"
+	}
+	ev, err := NewEvaluator(m, engine, o.NodeIPs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ev, flows, nil
+}
+
+// evaluateAll judges every flow before anything is printed, so that a bad flow leaves
+// no partial output.
+func evaluateAll(ctx context.Context, o *Options) (*Evaluator, []*Result, error) {
+	ev, flows, err := o.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer ev.Close()
+	results := make([]*Result, 0, len(flows))
+	for i, f := range flows {
+		r, err := ev.Evaluate(ctx, f)
+		if err != nil {
+			where := "flow"
+			if o.Flow == nil {
+				where = fmt.Sprintf("%s: flow %d", o.FlowsName, i+1)
+			}
+			return nil, nil, fmt.Errorf("%s (%s → %s): %w", where, f.Src, f.Dst, err)
+		}
+		results = append(results, r)
+	}
+	return ev, results, nil
+}
+
+// Run prints one JSON line per flow, in order.
+func Run(ctx context.Context, o Options, out io.Writer) error {
+	_, results, err := evaluateAll(ctx, &o)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	for _, r := range results {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	_, err = out.Write(buf.Bytes())
+	return err
+}
+
+// Explain prints the same answers for a person.
+func Explain(ctx context.Context, o Options, out io.Writer) error {
+	ev, results, err := evaluateAll(ctx, &o)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for i, r := range results {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		ev.explain(&b, r)
+	}
+	_, err = io.WriteString(out, b.String())
+	return err
+}
+
+func portText(proto string, port int) string {
+	if proto == rules.ProtocolICMP.String() {
+		return proto
+	}
+	return fmt.Sprintf("%s/%d", proto, port)
+}
+
+func endText(name, ip string) string {
+	if name == ip {
+		return ip
+	}
+	return fmt.Sprintf("%s (%s)", name, ip)
+}
+
+func (e *Evaluator) explain(b *strings.Builder, r *Result) {
+	fmt.Fprintf(b, "%s → %s %s: %s\n", endText(r.Src, r.SrcIP), endText(r.Dst, r.DstIP), portText(r.Protocol, r.Port), strings.ToUpper(r.Verdict))
+	if r.Egress == nil {
+		fmt.Fprintf(b, "  egress: %s is not a pod with rules here; the source imposes nothing\n", r.Src)
+	} else {
+		fmt.Fprintf(b, "  egress at %s: %s\n", r.Egress.Pod, e.outcomeText(r.Egress, r.DstIP))
+	}
+	switch {
+	case r.Service != nil:
+		fmt.Fprintf(b, "  %s is the ClusterIP of service %s; traffic to it is judged as traffic to every ready backend\n", r.DstIP, r.Service.Name)
+		if r.Reason != "" {
+			fmt.Fprintf(b, "  %s: nothing to reach\n", r.Reason)
+		}
+		for _, be := range r.Service.Backends {
+			if be.Ingress == nil {
+				fmt.Fprintf(b, "  backend %s:%d: not a pod with rules here; imposes nothing\n", be.IP, be.Port)
+				continue
+			}
+			fmt.Fprintf(b, "  backend %s:%d, ingress at %s: %s\n", be.IP, be.Port, be.Pod, e.outcomeText(be.Ingress, r.SrcIP))
+		}
+	case r.Ingress == nil:
+		fmt.Fprintf(b, "  ingress: %s is not a pod with rules here; the destination imposes nothing\n", r.Dst)
+	default:
+		fmt.Fprintf(b, "  ingress at %s: %s\n", r.Ingress.Pod, e.outcomeText(r.Ingress, r.SrcIP))
+	}
+}
+
+func (e *Evaluator) outcomeText(o *Outcome, remote string) string {
+	what := portText(o.protocol.String(), int(o.port))
+	switch o.Reason {
+	case "host":
+		return fmt.Sprintf("allowed: %s is the pod's own node, which the datapath always lets through (kubelet probes)", o.remote)
+	case "unisolated":
+		return fmt.Sprintf("allowed: no NetworkPolicy selects %s for %s, so it is not isolated", o.Pod, o.dir)
+	case "rule":
+		list := "spec.ingress"
+		if o.Rule.Direction == rules.Egress.String() {
+			list = "spec.egress"
+		}
+		return fmt.Sprintf("allowed by %s rule %d (%s[%d]), which admits %s on %s", o.Rule.Policy, o.Rule.Index, list, o.Rule.Index, o.remote, what)
+	}
+	pols := strings.Join(o.IsolatedBy, ", ")
+	peer := "from"
+	if o.dir == rules.Egress {
+		peer = "to"
+	}
+	return fmt.Sprintf("denied: pod %s is isolated for %s by %s; no rule of %s admits %s %s on %s", o.Pod, o.dir, pols, pols, peer, o.remote, what)
+}
