@@ -1,7 +1,9 @@
 package compile
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"maps"
 	"net/netip"
 	"slices"
@@ -657,4 +659,50 @@ func (c *Compiler) ServiceAt(ip netip.Addr, proto rules.Protocol, port uint16) (
 		}
 	}
 	return sp, true
+}
+
+// Dump writes every pod's compiled rules in a stable, readable form (rule IDs resolved
+// to policy rules), for golden files and debugging.
+func (c *Compiler) Dump(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	for _, k := range c.Pods() {
+		r := c.out[k]
+		fmt.Fprintf(bw, "%s\n", k)
+		for _, d := range []rules.Direction{rules.Ingress, rules.Egress} {
+			dr := r.Dir(d)
+			fmt.Fprintf(bw, "  %s: %s", d, dr.State)
+			if pols := c.SelectingPolicies(k, d); len(pols) > 0 {
+				names := make([]string, len(pols))
+				for i, p := range pols {
+					names[i] = p.String()
+				}
+				fmt.Fprintf(bw, " by %s", strings.Join(names, ", "))
+			}
+			bw.WriteString("\n")
+			for _, e := range dr.Entries {
+				fmt.Fprintf(bw, "    %-20s", e.Prefix)
+				if len(e.Ports) == 0 {
+					bw.WriteString(" deny")
+				}
+				for i, p := range e.Ports {
+					if i > 0 {
+						bw.WriteString(",")
+					}
+					ports := fmt.Sprintf("%d-%d", p.First, p.Last)
+					if p.AnyPort() {
+						ports = "*"
+					} else if p.First == p.Last {
+						ports = fmt.Sprint(p.First)
+					}
+					ref := fmt.Sprintf("rule#%d", p.Rule)
+					if rr, ok := c.table.byID[p.Rule]; ok {
+						ref = fmt.Sprintf("%s %s[%d]", rr.Policy, rr.Direction, rr.Index)
+					}
+					fmt.Fprintf(bw, " %s/%s (%s)", p.Protocol, ports, ref)
+				}
+				bw.WriteString("\n")
+			}
+		}
+	}
+	return bw.Flush()
 }
