@@ -138,7 +138,11 @@ func splitDocuments(name string, data []byte) ([]document, error) {
 		if v == nil {
 			continue // empty document
 		}
-		docs = append(docs, document{line: n.Line, obj: v})
+		line := n.Line
+		if len(n.Content) > 0 {
+			line = n.Content[0].Line // the document node starts at its `---`
+		}
+		docs = append(docs, document{line: line, obj: v})
 	}
 	return docs, nil
 }
