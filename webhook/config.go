@@ -64,8 +64,11 @@ type Config struct {
 	LeaderElection bool
 	// LeaderElectionID names the Lease in Namespace.
 	LeaderElectionID string
-	// LeaseDuration is how long a lost leader keeps its lease (controller-runtime default 15s).
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election
+	// (LeaseDuration > RenewDeadline > RetryPeriod; defaults 15s, 10s, 2s).
 	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
 }
 
 // DefaultConfig returns the configuration the chart's defaults correspond to.
@@ -83,6 +86,8 @@ func DefaultConfig() Config {
 		LeaderElection:      true,
 		LeaderElectionID:    "strictgate-webhook",
 		LeaseDuration:       15 * time.Second,
+		RenewDeadline:       10 * time.Second,
+		RetryPeriod:         2 * time.Second,
 	}
 }
 
@@ -106,6 +111,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.LeaderElection, "leader-elect", c.LeaderElection, "elect a leader for the default-deny controller (needed with more than one replica)")
 	fs.StringVar(&c.LeaderElectionID, "leader-election-id", c.LeaderElectionID, "name of the leader-election Lease in --namespace")
 	fs.DurationVar(&c.LeaseDuration, "leader-lease-duration", c.LeaseDuration, "leader-election lease duration")
+	fs.DurationVar(&c.RenewDeadline, "leader-renew-deadline", c.RenewDeadline, "how long the leader keeps trying to renew before giving up")
+	fs.DurationVar(&c.RetryPeriod, "leader-retry-period", c.RetryPeriod, "interval between leader-election attempts")
 }
 
 // Validate reports configuration errors a person can fix from the message.
@@ -127,6 +134,10 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaderElection && c.LeaderElectionID == "" {
 		errs = append(errs, errors.New("--leader-election-id must not be empty with --leader-elect"))
+	}
+	if c.LeaderElection && !(c.LeaseDuration > c.RenewDeadline && c.RenewDeadline > c.RetryPeriod && c.RetryPeriod > 0) {
+		errs = append(errs, fmt.Errorf("leader election needs --leader-lease-duration (%v) > --leader-renew-deadline (%v) > --leader-retry-period (%v) > 0",
+			c.LeaseDuration, c.RenewDeadline, c.RetryPeriod))
 	}
 	return errors.Join(errs...)
 }

@@ -27,6 +27,7 @@ func TestConfigFlags(t *testing.T) {
 		{"bad service account", []string{"--service-account=webhook"}, nil, "--service-account"},
 		{"bad port", []string{"--port=0"}, nil, "--port"},
 		{"empty namespace", []string{"--namespace="}, nil, "--namespace"},
+		{"lease shorter than renew deadline", []string{"--leader-lease-duration=5s"}, nil, "--leader-renew-deadline"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
@@ -46,9 +46,8 @@ type namespaceFields struct {
 
 // Handle implements admission.Handler.
 func (v *NamespaceValidator) Handle(_ context.Context, req admission.Request) admission.Response {
-	if req.Kind != namespaceGVK || req.SubResource != "" {
-		return admission.Errored(http.StatusBadRequest,
-			fmt.Errorf("namespace validator got %s %s (subresource %q): the webhook configuration must send only v1 Namespaces", req.Kind.String(), req.Resource.Resource, req.SubResource))
+	if err := checkRequest(req, namespaceGVK); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("namespace validator: %w", err))
 	}
 	var oldVal, newVal string
 	var oldHas, newHas bool
@@ -109,4 +108,3 @@ func decodeNamespace(raw []byte, field string) (*namespaceFields, error) {
 	}
 	return &n, nil
 }
-

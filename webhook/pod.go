@@ -12,9 +12,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
@@ -63,12 +63,11 @@ var (
 
 // Handle implements admission.Handler.
 func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
+	if err := checkRequest(req, podGVK); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("pod mutator: %w", err))
+	}
 	if req.Operation != admissionv1.Create {
 		return admission.Allowed("strictgate only adds the readiness gate at CREATE")
-	}
-	if req.Kind != podGVK || req.SubResource != "" {
-		return admission.Errored(http.StatusBadRequest,
-			fmt.Errorf("pod mutator got %s %s (subresource %q): the webhook configuration must send only v1 Pods", req.Kind.String(), req.Resource.Resource, req.SubResource))
 	}
 	pod, err := decodePod(req.Object.Raw)
 	if err != nil {
@@ -106,6 +105,20 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		patch = gatePatchNew
 	}
 	return admission.Patched("added readiness gate "+GateConditionType, patch...)
+}
+
+// checkRequest rejects requests that cannot have come from an API server configured
+// with strictgate's webhook configurations: without a UID (an empty or partial
+// AdmissionReview), for another kind, or for a subresource.
+func checkRequest(req admission.Request, want metav1.GroupVersionKind) error {
+	if req.UID == "" {
+		return errors.New("admission request has no uid: not an AdmissionReview from the API server")
+	}
+	if req.Kind != want || req.SubResource != "" {
+		return fmt.Errorf("got %s %q (subresource %q), want %s: check the webhook configuration's rules",
+			req.Kind.String(), req.Resource.Resource, req.SubResource, want.String())
+	}
+	return nil
 }
 
 // decodePod reads the fields the mutator needs with the API server's own JSON rules

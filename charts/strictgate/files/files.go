@@ -29,6 +29,27 @@ var GateGuardYAML []byte
 //go:embed webhooks.yaml
 var WebhooksYAML []byte
 
+// WebhookRBACYAML is files/webhook-rbac.yaml: the webhook's ClusterRole.
+//
+//go:embed webhook-rbac.yaml
+var WebhookRBACYAML []byte
+
+// DecodeWebhookRole decodes WebhookRBACYAML.
+func DecodeWebhookRole() (*rbacv1.ClusterRole, error) {
+	objs, err := decodeAll(WebhookRBACYAML)
+	if err != nil {
+		return nil, fmt.Errorf("decode webhook-rbac.yaml: %w", err)
+	}
+	if len(objs) != 1 {
+		return nil, fmt.Errorf("decode webhook-rbac.yaml: want one ClusterRole, got %d objects", len(objs))
+	}
+	role, ok := objs[0].(*rbacv1.ClusterRole)
+	if !ok {
+		return nil, fmt.Errorf("decode webhook-rbac.yaml: unexpected %T", objs[0])
+	}
+	return role, nil
+}
+
 // GateGuard holds the decoded objects of gate-guard.yaml.
 type GateGuard struct {
 	Policy     *admissionregistrationv1.ValidatingAdmissionPolicy

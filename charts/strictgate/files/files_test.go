@@ -42,3 +42,17 @@ func TestManifestsDecode(t *testing.T) {
 		}
 	}
 }
+
+func TestWebhookRoleDecodes(t *testing.T) {
+	r, err := DecodeWebhookRole()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rule := range r.Rules {
+		for _, v := range rule.Verbs {
+			if v == "*" {
+				t.Fatal("webhook role grants '*': keep it least-privilege")
+			}
+		}
+	}
+}
