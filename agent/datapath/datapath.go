@@ -1,0 +1,232 @@
+// Package datapath loads, pins, attaches and programs strictgate's eBPF programs
+// (bpf/tc_pod.c): per-pod NetworkPolicy enforcement on a pod's host-side interface.
+//
+// A process opens the datapath with Open (creating the pinned maps or adopting them),
+// attaches pods by the ifindex of their host-side interface (Attach), programs their
+// compiled rules (Program) and reads counters and events. Maps and links are pinned
+// under Options.PinRoot, so a restarted agent adopts them without an enforcement gap;
+// Close keeps them, Remove deletes everything.
+//
+// Several processes may share one pin root: Attach, Detach, SetState and SetAudit are
+// safe from any of them (the CNI plugin and the agent); Program and Sweep keep an index
+// of the rule maps in memory and must be called by one process only (the agent).
+//
+// See bpf/README.md for the maps, keys, states, limits and the update protocol.
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/strictgate/strictgate/agent/rules"
+)
+
+// DefaultPinRoot is where maps and links are pinned unless Options.PinRoot says otherwise.
+const DefaultPinRoot = "/sys/fs/bpf/strictgate"
+
+// Defaults of the event switches, applied when the maps are first created.
+const (
+	DefaultEventMode      = EventsDenyOnly
+	DefaultEventsPerSec   = 1000
+	DefaultEventsBurst    = 200
+	MaxEventsPerSecPerCPU = 1_000_000
+	MaxEventsBurstPerCPU  = 10_000
+)
+
+var (
+	// ErrCapacity is returned (wrapped, naming the limit) when rules do not fit the maps.
+	// Nothing was changed: the pod keeps its previous rules and state.
+	ErrCapacity = errors.New("datapath capacity exceeded")
+	// ErrInvalidRules is returned (wrapped) for rules the datapath cannot represent.
+	ErrInvalidRules = errors.New("invalid rules")
+	// ErrNoPod is returned (wrapped) for an ifindex that has no pod entry.
+	ErrNoPod = errors.New("no such pod interface")
+	// ErrIncompatiblePins is returned by Open when pinned maps come from an incompatible
+	// version; Remove them (strictgate agent cleanup) and start again.
+	ErrIncompatiblePins = errors.New("pinned maps are incompatible with this version")
+)
+
+// Options configure Open.
+type Options struct {
+	// PinRoot is the bpffs directory for maps (PinRoot/maps) and links (PinRoot/links).
+	// Empty means DefaultPinRoot.
+	PinRoot string
+	// Ephemeral creates private, unpinned maps that vanish at Close: for test runs
+	// (strictgate verdict --engine=bpf) and tests. Attach still works but does not
+	// survive the process.
+	Ephemeral bool
+	// ForceTC attaches with clsact + cls_bpf (netlink) even where tcx is available.
+	ForceTC bool
+	// UpgradePrograms moves every attached pod onto the programs of this process
+	// (atomic link/filter replacement): the agent sets it at start-up after an upgrade.
+	UpgradePrograms bool
+}
+
+// Datapath is an open eBPF datapath: loaded programs and the (pinned) maps they share.
+type Datapath struct {
+	opts    Options
+	root    string
+	objs    bpfObjects
+	created bool // this Open created the maps
+
+	mu  sync.Mutex // serialises writers in this process
+	idx *ruleIndex // built lazily by the first Program/Sweep
+
+	ephemeralLinks []ephemeralLink // Ephemeral: unpinned tcx links, closed by Close
+}
+
+func (o Options) pinRoot() string {
+	if o.PinRoot == "" {
+		return DefaultPinRoot
+	}
+	return o.PinRoot
+}
+
+// Open loads the programs and creates or adopts the maps. With pins present (a
+// restarted agent, the CNI plugin) the existing maps are reused, keeping rules,
+// conntrack and counters.
+func Open(opts Options) (*Datapath, error) {
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("load eBPF object: %w", err)
+	}
+	d := &Datapath{opts: opts, root: opts.pinRoot()}
+	var copts ebpf.CollectionOptions
+	if !opts.Ephemeral {
+		for _, dir := range []string{d.mapDir(), d.linkDir()} {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("create pin directory: %w", err)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(d.mapDir(), bpfMapSgCfg)); errors.Is(err, os.ErrNotExist) {
+			d.created = true
+		}
+		for name, m := range spec.Maps {
+			if isPinnedMap(name) {
+				m.Pinning = ebpf.PinByName
+			}
+		}
+		copts.Maps.PinPath = d.mapDir()
+	} else {
+		d.created = true
+	}
+	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("%w (%s): %v", ErrIncompatiblePins, d.root, err)
+		}
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load eBPF programs: %+v", verr)
+		}
+		return nil, fmt.Errorf("load eBPF programs: %w", err)
+	}
+	if d.created {
+		cfg := bpfSgConfig{AllowHost: 1, EventMode: uint8(DefaultEventMode)}
+		cfg.EventsPerSec, cfg.EventsBurst = perCPURate(DefaultEventsPerSec, DefaultEventsBurst)
+		if err := d.objs.SgCfg.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
+			d.objs.Close()
+			return nil, fmt.Errorf("initialise config map: %w", err)
+		}
+	}
+	if opts.UpgradePrograms {
+		if err := d.upgradePrograms(); err != nil {
+			d.objs.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// isPinnedMap reports whether a map of the object is shared through the pin root;
+// the .bss of the unused type anchors is private to each process.
+func isPinnedMap(name string) bool {
+	return len(name) > 3 && name[:3] == "sg_"
+}
+
+func (d *Datapath) mapDir() string  { return filepath.Join(d.root, "maps") }
+func (d *Datapath) linkDir() string { return filepath.Join(d.root, "links") }
+
+// PinRoot returns the directory the maps and links are pinned under ("" if Ephemeral).
+func (d *Datapath) PinRoot() string {
+	if d.opts.Ephemeral {
+		return ""
+	}
+	return d.root
+}
+
+// Close releases this process's handles. Pins, links and filters stay: enforcement
+// continues and the next Open adopts them. An Ephemeral datapath detaches its pods.
+func (d *Datapath) Close() error {
+	var errs []error
+	if d.opts.Ephemeral {
+		if pods, err := d.Pods(); err == nil {
+			for _, p := range pods {
+				if p.Attach == AttachTC {
+					errs = append(errs, d.detachHooks(p.Ifindex, p.Attach))
+				}
+			}
+		}
+		d.closeEphemeralLinks(-1)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Remove detaches every pod, deletes all pins and closes the datapath: nothing of
+// strictgate remains in the kernel afterwards.
+func (d *Datapath) Remove() error {
+	pods, err := d.Pods()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range pods {
+		if err := d.Detach(p.Ifindex); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !d.opts.Ephemeral {
+		// Links of interfaces that vanished without a Detach.
+		entries, _ := os.ReadDir(d.linkDir())
+		for _, e := range entries {
+			if err := unpinLink(filepath.Join(d.linkDir(), e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, m := range d.pinnedMaps() {
+			if err := m.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpin map: %w", err))
+			}
+		}
+		for _, dir := range []string{d.linkDir(), d.mapDir(), d.root} {
+			if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+			}
+		}
+	}
+	if err := d.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Datapath) pinnedMaps() []*ebpf.Map {
+	m := &d.objs.bpfMaps
+	return []*ebpf.Map{m.SgBuckets, m.SgCfg, m.SgCounters, m.SgCt, m.SgEvents, m.SgFrags,
+		m.SgHostAddrs, m.SgPods, m.SgPortRules, m.SgRules, m.SgSlots, m.SgStats}
+}
+
+// program returns the program for a direction of the pod.
+func (d *Datapath) program(dir rules.Direction) *ebpf.Program {
+	if dir == rules.Egress {
+		return d.objs.SgPodEgress
+	}
+	return d.objs.SgPodIngress
+}

@@ -1,0 +1,228 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/strictgate/strictgate/agent/rules"
+)
+
+// Verdict is what the datapath did with a packet.
+type Verdict uint8
+
+const (
+	VerdictDeny  = Verdict(bpfSgVerdictSG_VERDICT_DENY)
+	VerdictAllow = Verdict(bpfSgVerdictSG_VERDICT_ALLOW)
+	// VerdictAudit: the packet would have been dropped and passed because of audit.
+	VerdictAudit = Verdict(bpfSgVerdictSG_VERDICT_AUDIT)
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case VerdictDeny:
+		return "DENY"
+	case VerdictAllow:
+		return "ALLOW"
+	case VerdictAudit:
+		return "AUDIT"
+	}
+	return fmt.Sprintf("verdict(%d)", uint8(v))
+}
+
+// Passes reports whether the packet went through (ALLOW or AUDIT).
+func (v Verdict) Passes() bool { return v == VerdictAllow || v == VerdictAudit }
+
+// Reason says which part of the datapath reached a verdict.
+type Reason uint8
+
+const (
+	// ReasonPolicy: the direction's state and rules (the rules.Lookup model).
+	ReasonPolicy = Reason(bpfSgReasonSG_REASON_POLICY)
+	// ReasonConntrack: a packet of a connection allowed earlier.
+	ReasonConntrack = Reason(bpfSgReasonSG_REASON_CONNTRACK)
+	// ReasonRecheck: a connection judged again after the pod's generation changed.
+	ReasonRecheck = Reason(bpfSgReasonSG_REASON_RECHECK)
+	// ReasonRelated: an ICMP error about a tracked connection.
+	ReasonRelated = Reason(bpfSgReasonSG_REASON_RELATED)
+	// ReasonHost: the remote address is one of the node's (SetHostAddrs).
+	ReasonHost = Reason(bpfSgReasonSG_REASON_HOST)
+	// ReasonLinkLocal: ARP, IPv6 neighbour discovery or MLD.
+	ReasonLinkLocal = Reason(bpfSgReasonSG_REASON_LINK_LOCAL)
+	// ReasonUnparseable: a packet that cannot be judged (fail closed unless the direction is open).
+	ReasonUnparseable = Reason(bpfSgReasonSG_REASON_UNPARSEABLE)
+	// ReasonNoPod: the interface has no pod entry (dropped).
+	ReasonNoPod = Reason(bpfSgReasonSG_REASON_NO_POD)
+)
+
+var reasonNames = map[Reason]string{
+	ReasonPolicy: "policy", ReasonConntrack: "conntrack", ReasonRecheck: "recheck",
+	ReasonRelated: "related", ReasonHost: "host", ReasonLinkLocal: "link-local",
+	ReasonUnparseable: "unparseable", ReasonNoPod: "no-pod",
+}
+
+func (r Reason) String() string {
+	if s, ok := reasonNames[r]; ok {
+		return s
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// EventMode selects which verdicts the kernel reports on the ring buffer.
+type EventMode uint8
+
+const (
+	// EventsNone reports nothing (counters still count).
+	EventsNone = EventMode(bpfSgEventModeSG_EVENTS_NONE)
+	// EventsDenyOnly reports DENY and AUDIT decisions (the default).
+	EventsDenyOnly = EventMode(bpfSgEventModeSG_EVENTS_DENY_ONLY)
+	// EventsAll also reports allowed new connections and re-checks.
+	EventsAll = EventMode(bpfSgEventModeSG_EVENTS_ALL)
+)
+
+func (m EventMode) String() string {
+	switch m {
+	case EventsNone:
+		return "none"
+	case EventsDenyOnly:
+		return "deny-only"
+	case EventsAll:
+		return "all"
+	}
+	return fmt.Sprintf("events(%d)", uint8(m))
+}
+
+// ParseEventMode parses "none", "deny-only" or "all".
+func ParseEventMode(s string) (EventMode, error) {
+	for _, m := range []EventMode{EventsNone, EventsDenyOnly, EventsAll} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown event mode %q: want none, deny-only or all", s)
+}
+
+// Event is one verdict reported by the kernel. Events are sent for decisions (the
+// first packet of a connection, re-checks, drops), not for every packet of an allowed
+// connection.
+type Event struct {
+	Time       time.Time
+	Ifindex    int
+	Slot       uint32
+	Direction  rules.Direction
+	Verdict    Verdict
+	Reason     Reason
+	Rule       rules.RuleID
+	Generation uint32
+	// Protocol is the IP protocol (0 with Src/Dst invalid for non-IP packets).
+	Protocol rules.Protocol
+	// Src and Dst are the packet's addresses and ports (ports 0 when the protocol has none).
+	Src, Dst netip.AddrPort
+	// Bytes is the packet length.
+	Bytes uint32
+}
+
+// Remote returns the peer's address: the destination for egress, the source for ingress.
+func (e Event) Remote() netip.AddrPort {
+	if e.Direction == rules.Egress {
+		return e.Dst
+	}
+	return e.Src
+}
+
+// EventReader reads verdict events from the ring buffer. One reader per datapath.
+type EventReader struct {
+	rd        *ringbuf.Reader
+	monoToWal time.Duration
+}
+
+// NewEventReader opens the ring buffer for reading.
+func (d *Datapath) NewEventReader() (*EventReader, error) {
+	rd, err := ringbuf.NewReader(d.objs.SgEvents)
+	if err != nil {
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		rd.Close()
+		return nil, fmt.Errorf("read monotonic clock: %w", err)
+	}
+	return &EventReader{rd: rd, monoToWal: time.Duration(time.Now().UnixNano() - ts.Nano())}, nil
+}
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = ringbuf.ErrClosed
+
+// Read blocks until an event arrives, the deadline passes (os.ErrDeadlineExceeded) or
+// the reader is closed (ErrClosed).
+func (r *EventReader) Read() (Event, error) {
+	for {
+		rec, err := r.rd.Read()
+		if err != nil {
+			return Event{}, err
+		}
+		if e, ok := r.decode(rec.RawSample); ok {
+			return e, nil
+		}
+	}
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded after t (zero: no deadline).
+func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
+
+// Close stops the reader; a blocked Read returns ErrClosed.
+func (r *EventReader) Close() error { return r.rd.Close() }
+
+// IsTimeout reports whether err is the deadline of SetDeadline.
+func IsTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+func (r *EventReader) decode(b []byte) (Event, bool) {
+	var raw bpfSgEvent
+	if len(b) < int(unsafe.Sizeof(raw)) {
+		return Event{}, false
+	}
+	if _, err := binary.Decode(b, binary.NativeEndian, &raw); err != nil {
+		return Event{}, false
+	}
+	return decodeEvent(&raw, r.monoToWal), true
+}
+
+func decodeEvent(raw *bpfSgEvent, monoToWall time.Duration) Event {
+	e := Event{
+		Time:       time.Unix(0, int64(raw.TimestampNs)+int64(monoToWall)),
+		Ifindex:    int(raw.Ifindex),
+		Slot:       raw.Slot,
+		Direction:  rules.Direction(raw.Dir),
+		Verdict:    Verdict(raw.Verdict),
+		Reason:     Reason(raw.Reason),
+		Rule:       rules.RuleID(raw.Rule),
+		Generation: raw.Generation,
+		Protocol:   rules.Protocol(raw.Proto),
+		Bytes:      raw.Len,
+	}
+	if raw.Family == 4 || raw.Family == 6 {
+		src, dst := netip.AddrFrom16(raw.SrcAddr), netip.AddrFrom16(raw.DstAddr)
+		if raw.Family == 4 {
+			src, dst = src.Unmap(), dst.Unmap()
+		}
+		e.Src = netip.AddrPortFrom(src, ntohs(raw.SrcPortNetwork))
+		e.Dst = netip.AddrPortFrom(dst, ntohs(raw.DstPortNetwork))
+	}
+	return e
+}
+
+// ntohs converts a port read from the packet (network order in a native uint16).
+func ntohs(v uint16) uint16 {
+	var b [2]byte
+	binary.NativeEndian.PutUint16(b[:], v)
+	return binary.BigEndian.Uint16(b[:])
+}
+
+func htons(v uint16) uint16 { return ntohs(v) }
