@@ -1,0 +1,96 @@
+// Command cluster starts, stops and inspects the one-node test cluster (make
+// cluster-up, cluster-down, cluster-status).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/strictgate/strictgate/test/cluster"
+)
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := cluster.DefaultConfig()
+	if err != nil {
+		fail(err)
+	}
+	switch os.Args[1] {
+	case "up":
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Minute)
+		defer cancel()
+		cl, err := cluster.Up(ctx, cfg, os.Stdout)
+		if err != nil {
+			fail(err)
+		}
+		if cl.Reused {
+			fmt.Println("cluster: already running and healthy")
+		}
+		usage(cl)
+	case "down":
+		if err := cluster.Down(ctx, cfg, os.Stdout); err != nil {
+			fail(err)
+		}
+	case "status":
+		st, err := cluster.Status(ctx, cfg)
+		if err != nil {
+			fail(err)
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "COMPONENT\tPID\tHEALTH")
+		ok := true
+		for _, s := range st {
+			pid := "-"
+			if s.PID != 0 {
+				pid = fmt.Sprint(s.PID)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\n", s.Name, pid, s.Health)
+			ok = ok && s.Health == "ok"
+		}
+		w.Flush()
+		if ok {
+			fmt.Printf("\nexport KUBECONFIG=%s\n", cfg.AdminKubeconfig())
+		} else {
+			fmt.Println("\ncluster is not (fully) up: make cluster-up")
+			os.Exit(1)
+		}
+	default:
+		fail(fmt.Errorf("unknown sub-command %q: want up, down or status", os.Args[1]))
+	}
+}
+
+func usage(cl *cluster.Cluster) {
+	c := cl.Config
+	kubectl, _ := filepath.Glob(filepath.Join(c.CacheDir, "kubectl-*", "kubectl"))
+	fmt.Printf(`
+one-node cluster: node %s (%s), pods %s, services %s
+
+  export KUBECONFIG=%s
+`, cl.NodeName, cl.NodeIP, cl.PodCIDR, cl.ServiceCIDR, cl.Kubeconfig)
+	if len(kubectl) > 0 {
+		fmt.Printf("  %s get pods -A        # a matching kubectl (or test/tools/build.sh kubectl)\n", kubectl[0])
+	} else {
+		fmt.Println("  kubectl get pods -A        # test/tools/build.sh kubectl builds a matching one")
+	}
+	fmt.Printf(`  images: %s (probe serve: tcp 8080, udp 8081, http 8082), %s
+  import an image tarball: go run ./test/cluster/cmd/cluster ... or cluster.(*Cluster).ImportImage in Go
+  logs: %s
+  make cluster-status | make cluster-down
+`, cluster.ProbeImage, cluster.PauseImage, filepath.Join(c.Dir, "logs"))
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "cluster:", err)
+	os.Exit(1)
+}

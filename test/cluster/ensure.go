@@ -1,0 +1,119 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
+)
+
+var (
+	ensureOnce    sync.Once
+	ensureCluster *Cluster
+	ensureErr     error
+	// lockFile stays open (shared lock) for the test process' life: Down in a test
+	// takes it exclusively, so it never pulls the cluster from under another package's
+	// tests running in parallel.
+	lockFile *os.File
+)
+
+// Ensure returns the one-node cluster for a test, starting it on first use in this
+// process (building components on the very first use ever: ~15 minutes) and reusing
+// it when it already runs, also from an earlier `make cluster-up`. It skips the test
+// when not root. The cluster keeps running after the tests; `make cluster-down` stops it.
+func Ensure(t testing.TB) *Cluster {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: the one-node cluster needs root (network namespaces, routes, nftables, containers); run the tests as root")
+	}
+	ensureOnce.Do(func() {
+		cfg, err := DefaultConfig()
+		if err != nil {
+			ensureErr = err
+			return
+		}
+		if lockFile, err = lock(cfg, syscall.LOCK_EX, 45*time.Minute); err != nil {
+			ensureErr = err
+			return
+		}
+		defer syscall.Flock(int(lockFile.Fd()), syscall.LOCK_SH)
+		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+		defer cancel()
+		ensureCluster, ensureErr = Up(ctx, cfg, os.Stderr)
+	})
+	if ensureErr != nil {
+		t.Fatalf("one-node cluster: %v", ensureErr)
+	}
+	return ensureCluster
+}
+
+// lock opens the cluster's lock file and takes how (LOCK_EX or LOCK_SH), polling so a
+// wait can end.
+func lock(cfg Config, how int, timeout time.Duration) (*os.File, error) {
+	if err := os.MkdirAll(cfg.CacheDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(cfg.CacheDir, "cluster.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := flockWait(f, how, timeout); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func flockWait(f *os.File, how int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if err != syscall.EWOULDBLOCK {
+			return fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lock %s: still held by other users of the cluster after %s", f.Name(), timeout)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// Exec runs cmd in a container of a pod through the API server and the kubelet (the
+// same path as `kubectl exec`) and returns its output. A non-zero exit is an error.
+func (cl *Cluster) Exec(ctx context.Context, namespace, pod, container string, cmd ...string) (stdout, stderr string, err error) {
+	req := cl.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).
+		SubResource("exec").VersionedParams(&corev1.PodExecOptions{
+		Container: container, Command: cmd, Stdout: true, Stderr: true,
+	}, scheme.ParameterCodec)
+	ex, err := remotecommand.NewSPDYExecutor(cl.RESTConfig, "POST", req.URL())
+	if err != nil {
+		return "", "", fmt.Errorf("exec in %s/%s: %w", namespace, pod, err)
+	}
+	var o, e bytes.Buffer
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &o, Stderr: &e})
+	if err != nil {
+		err = fmt.Errorf("exec %v in %s/%s: %w (stderr: %s)", cmd, namespace, pod, err, e.String())
+	}
+	return o.String(), e.String(), err
+}
+
+// Logs returns a container's log through the API server (`kubectl logs`).
+func (cl *Cluster) Logs(ctx context.Context, namespace, pod, container string) (string, error) {
+	b, err := cl.Client.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container}).DoRaw(ctx)
+	if err != nil {
+		return "", fmt.Errorf("logs of %s/%s: %w", namespace, pod, err)
+	}
+	return string(b), nil
+}
