@@ -1,0 +1,369 @@
+// Package agent is strictgate's node agent: it watches the cluster, compiles each local
+// pod's NetworkPolicy (agent/compile), programs it into the eBPF datapath on the pod's
+// host-side interface, and only then sets the pod's readiness condition
+// strictgate.dev/policy-programmed (agent/gate). Verdict events and kernel counters
+// become policy event logs and metrics (agent/events).
+//
+// The order is the point: a pod's condition turns True only after the rules computed
+// for it are in the kernel and read back, and the agent never moves a pod to a more open
+// state than its rules: at attach time the mode's closed (strict) or open (standard)
+// unprogrammed state, afterwards exactly its compiled rules. A restarted agent adopts
+// the pinned state and re-verifies; pods whose kernel state already matches are neither
+// rewritten nor re-patched.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/strictgate/strictgate/agent/compile"
+	"github.com/strictgate/strictgate/agent/gate"
+	"github.com/strictgate/strictgate/agent/netdev"
+	"github.com/strictgate/strictgate/agent/rules"
+)
+
+// Datapath is what the agent needs from the eBPF datapath (agent/datapath; see
+// NewDatapath for the adapter). Methods must be safe for concurrent use.
+type Datapath interface {
+	// Attach makes sure the interface has a pod entry and programs attached. A new entry
+	// starts with both directions in state initial; an existing one is left as it is
+	// (the CNI plugin attached it, or a previous agent programmed it).
+	Attach(ifindex int, initial rules.State) error
+	// Program writes r for the interface and flips the pod to it atomically. On error
+	// nothing changed.
+	Program(ifindex int, r *rules.PodRules) error
+	// Programmed reports whether the kernel holds exactly r for the interface.
+	Programmed(ifindex int, r *rules.PodRules) (bool, error)
+	// Close sets both directions of the interface to unprogrammed-deny: fail closed when
+	// new rules cannot be written over old ones.
+	Close(ifindex int) error
+	// Detach removes the interface's programs, entry and rules; idempotent.
+	Detach(ifindex int) error
+	// Attached lists the interfaces with pod entries.
+	Attached() ([]int, error)
+	// SetHostAddrs sets the node's own addresses (their traffic always passes).
+	SetHostAddrs(addrs []netip.Addr) error
+}
+
+// Interfaces finds pods' host-side interfaces (netdev.Finder).
+type Interfaces interface {
+	HostInterface(ip netip.Addr) (netdev.Interface, error)
+	ByIndex(ifindex int) (netdev.Interface, error)
+}
+
+// Gate sets the readiness condition (gate.Patcher).
+type Gate interface {
+	Set(ctx context.Context, pod *corev1.Pod, want gate.Condition) (bool, error)
+}
+
+// Deps are the agent's connections to the outside; New fills in defaults for nil ones
+// where it can.
+type Deps struct {
+	Client     kubernetes.Interface
+	Datapath   Datapath
+	Interfaces Interfaces // default netdev.New(nil)
+	Gate       Gate       // default gate.New(Client.CoreV1())
+	// Registerer receives the agent's metrics; nil: not registered.
+	Registerer prometheus.Registerer
+	// HostAddrs lists the node's local addresses (default: every address of the host's
+	// interfaces); they are added to the Node object's addresses.
+	HostAddrs func() ([]netip.Addr, error)
+	Log       logr.Logger
+}
+
+// podState is what the agent knows about one local pod.
+type podState struct {
+	uid     types.UID
+	ifindex int
+	// ipSince is when the agent first saw the pod with an IP (gate latency).
+	ipSince time.Time
+	// changeSince is the oldest change not yet in the kernel (programming latency).
+	changeSince time.Time
+	status      podStatus
+	gateDone    bool // the gate latency was observed
+}
+
+type podStatus uint8
+
+const (
+	statusPending podStatus = iota
+	statusProgrammed
+	statusFailed
+)
+
+// Agent is one node's agent.
+type Agent struct {
+	cfg  Config
+	deps Deps
+	log  logr.Logger
+	m    *metrics
+
+	factory    informers.SharedInformerFactory
+	nodeFact   informers.SharedInformerFactory
+	podInf     cache.SharedIndexInformer
+	podLister  corelisters.PodLister
+	nsLister   corelisters.NamespaceLister
+	polLister  networkinglisters.NetworkPolicyLister
+	svcLister  corelisters.ServiceLister
+	esLister   discoverylisters.EndpointSliceLister
+	nodeLister corelisters.NodeLister
+
+	queue workqueue.TypedRateLimitingInterface[types.NamespacedName]
+
+	mu     sync.Mutex // guards comp, synced, pods
+	comp   *compile.Compiler
+	synced bool
+	pods   map[types.NamespacedName]*podState
+
+	ready chan struct{}
+}
+
+// podIPIndex indexes pods (not on the host network) by their IPs.
+const podIPIndex = "podIP"
+
+// New builds an agent; Run starts it.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Client == nil || deps.Datapath == nil {
+		return nil, errors.New("agent needs a Kubernetes client and a datapath")
+	}
+	if deps.Interfaces == nil {
+		deps.Interfaces = netdev.New(nil)
+	}
+	if deps.Gate == nil {
+		deps.Gate = gate.New(deps.Client.CoreV1())
+	}
+	if deps.HostAddrs == nil {
+		deps.HostAddrs = LocalAddrs
+	}
+	a := &Agent{
+		cfg:   cfg,
+		deps:  deps,
+		log:   deps.Log,
+		pods:  map[types.NamespacedName]*podState{},
+		comp:  compile.New(),
+		ready: make(chan struct{}),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedMaxOfRateLimiter(
+				workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](50*time.Millisecond, 30*time.Second),
+			),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "strictgate-agent"},
+		),
+	}
+	a.m = newMetrics(a)
+	if deps.Registerer != nil {
+		if err := a.m.register(deps.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	// Every pod, not only this node's: peers anywhere in the cluster shape the rules.
+	a.factory = informers.NewSharedInformerFactory(deps.Client, 0)
+	a.podInf = a.factory.Core().V1().Pods().Informer()
+	if err := a.podInf.AddIndexers(cache.Indexers{podIPIndex: indexPodIPs}); err != nil {
+		return nil, err
+	}
+	a.podLister = a.factory.Core().V1().Pods().Lister()
+	a.nsLister = a.factory.Core().V1().Namespaces().Lister()
+	a.polLister = a.factory.Networking().V1().NetworkPolicies().Lister()
+	a.svcLister = a.factory.Core().V1().Services().Lister()
+	a.esLister = a.factory.Discovery().V1().EndpointSlices().Lister()
+	a.nodeFact = informers.NewSharedInformerFactoryWithOptions(deps.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
+		}))
+	a.nodeLister = a.nodeFact.Core().V1().Nodes().Lister()
+	if err := a.addHandlers(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func indexPodIPs(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Spec.HostNetwork {
+		return nil, nil
+	}
+	var out []string
+	for _, ip := range p.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			out = append(out, a.String())
+		}
+	}
+	if len(out) == 0 && p.Status.PodIP != "" {
+		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
+			out = append(out, a.String())
+		}
+	}
+	return out, nil
+}
+
+// Ready is closed once the caches are synced and every local pod was reconciled once.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Run starts the informers, compiles the whole state once, collects datapath entries
+// of vanished interfaces, reconciles every local pod and then follows changes until ctx
+// ends.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.queue.ShutDown()
+	a.factory.Start(ctx.Done())
+	a.nodeFact.Start(ctx.Done())
+	defer a.factory.Shutdown()
+	defer a.nodeFact.Shutdown()
+	for typ, ok := range a.factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("sync %v cache: %w", typ, ctx.Err())
+		}
+	}
+	for typ, ok := range a.nodeFact.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("sync %v cache: %w", typ, ctx.Err())
+		}
+	}
+	if err := a.build(); err != nil {
+		return err
+	}
+	a.refreshHostAddrs()
+	a.collect()
+
+	local := a.localPods()
+	var wg sync.WaitGroup
+	for range a.cfg.Workers {
+		wg.Go(func() {
+			for a.processNext(ctx) {
+			}
+		})
+	}
+	for _, k := range local {
+		a.queue.Add(k)
+	}
+	// Ready once the start-up backlog is through (or ctx ends).
+	go func() {
+		for a.queue.Len() > 0 && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		close(a.ready)
+	}()
+	go wait.UntilWithContext(ctx, a.resync, a.cfg.ResyncPeriod)
+	<-ctx.Done()
+	a.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+// build compiles everything in the synced caches at once. Handlers skip their events
+// until then: the caches are written before handlers run, so nothing is lost.
+func (a *Agent) build() error {
+	var s compile.State
+	var err error
+	if s.Namespaces, err = a.nsLister.List(labels.Everything()); err != nil {
+		return err
+	}
+	if s.Pods, err = a.podLister.List(labels.Everything()); err != nil {
+		return err
+	}
+	if s.Policies, err = a.polLister.List(labels.Everything()); err != nil {
+		return err
+	}
+	if s.Services, err = a.svcLister.List(labels.Everything()); err != nil {
+		return err
+	}
+	if s.EndpointSlices, err = a.esLister.List(labels.Everything()); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// Build refuses the whole state for one invalid object; fall back to upserts, which
+	// skip (and log) the invalid ones.
+	c, err := compile.Build(s)
+	if err != nil {
+		a.log.Error(err, "full compile failed; compiling object by object")
+		c = compile.New()
+		for _, ns := range s.Namespaces {
+			c.UpsertNamespace(ns)
+		}
+		for _, p := range s.Pods {
+			if _, err := c.UpsertPod(p); err != nil {
+				a.log.Error(err, "skip pod", "pod", p.Namespace+"/"+p.Name)
+			}
+		}
+		for _, p := range s.Policies {
+			if _, err := c.UpsertPolicy(p); err != nil {
+				a.log.Error(err, "skip NetworkPolicy", "policy", p.Namespace+"/"+p.Name)
+			}
+		}
+		for _, sv := range s.Services {
+			if _, err := c.UpsertService(sv); err != nil {
+				a.log.Error(err, "skip Service", "service", sv.Namespace+"/"+sv.Name)
+			}
+		}
+		for _, es := range s.EndpointSlices {
+			if _, err := c.UpsertEndpointSlice(es); err != nil {
+				a.log.Error(err, "skip EndpointSlice", "slice", es.Namespace+"/"+es.Name)
+			}
+		}
+	}
+	a.comp = c
+	a.synced = true
+	return nil
+}
+
+// localPods returns the keys of this node's pods in the cache.
+func (a *Agent) localPods() []types.NamespacedName {
+	pods, _ := a.podLister.List(labels.Everything())
+	var out []types.NamespacedName
+	for _, p := range pods {
+		if p.Spec.NodeName == a.cfg.NodeName {
+			out = append(out, types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+		}
+	}
+	return out
+}
+
+// resync re-checks every local pod against the kernel and collects entries of vanished
+// interfaces.
+func (a *Agent) resync(ctx context.Context) {
+	a.refreshHostAddrs()
+	a.collect()
+	for _, k := range a.localPods() {
+		a.queue.Add(k)
+	}
+}
+
+func (a *Agent) processNext(ctx context.Context) bool {
+	key, quit := a.queue.Get()
+	if quit {
+		return false
+	}
+	defer a.queue.Done(key)
+	if err := a.reconcile(ctx, key); err != nil {
+		if ctx.Err() == nil {
+			a.log.Error(err, "reconcile pod", "pod", key.String())
+		}
+		a.queue.AddRateLimited(key)
+		return true
+	}
+	a.queue.Forget(key)
+	return true
+}
