@@ -75,11 +75,11 @@ func (a *Agent) addHandlers() error {
 	}
 	for inf, h := range map[cache.SharedIndexInformer]cache.ResourceEventHandler{
 		a.podInf: podH,
-		a.factory.Core().V1().Namespaces().Informer():           nsH,
+		a.factory.Core().V1().Namespaces().Informer():            nsH,
 		a.factory.Networking().V1().NetworkPolicies().Informer(): polH,
-		a.factory.Core().V1().Services().Informer():             svcH,
-		a.factory.Discovery().V1().EndpointSlices().Informer():  esH,
-		a.nodeFact.Core().V1().Nodes().Informer():               nodeH,
+		a.factory.Core().V1().Services().Informer():              svcH,
+		a.factory.Discovery().V1().EndpointSlices().Informer():   esH,
+		a.nodeFact.Core().V1().Nodes().Informer():                nodeH,
 	} {
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return err
