@@ -1,0 +1,264 @@
+package charts
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/strictgate/strictgate/test/controlplane"
+)
+
+// crdKinds need CustomResourceDefinitions this API server does not have (cert-manager,
+// Prometheus Operator). Installing look-alike CRDs would only test our own copies, so
+// these objects are checked by the rendering tests alone.
+var crdKinds = map[string]string{
+	"Issuer":         "cert-manager.io CRDs are not installed in the test API server",
+	"Certificate":    "cert-manager.io CRDs are not installed in the test API server",
+	"ServiceMonitor": "monitoring.coreos.com CRDs are not installed in the test API server",
+	"PrometheusRule": "monitoring.coreos.com CRDs are not installed in the test API server",
+}
+
+type apiClients struct {
+	dyn    dynamic.Interface
+	mapper meta.RESTMapper
+	kube   kubernetes.Interface
+}
+
+func newClients(t *testing.T, cfg *rest.Config) apiClients {
+	t.Helper()
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return apiClients{
+		dyn:    dynamic.NewForConfigOrDie(cfg),
+		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
+		kube:   kubernetes.NewForConfigOrDie(cfg),
+	}
+}
+
+func (c apiClients) resource(o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := o.GroupVersionKind()
+	m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, err
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return c.dyn.Resource(m.Resource).Namespace(o.GetNamespace()), nil
+	}
+	return c.dyn.Resource(m.Resource), nil
+}
+
+// TestRenderedObjectsOnAPIServer sends every rendered object of several value sets to a
+// real kube-apiserver: defaults and validation (CEL in the gate guard and the webhooks'
+// matchConditions compiled, selectors, probes, capabilities, priority classes, RBAC
+// escalation checks) are the server's, not ours.
+func TestRenderedObjectsOnAPIServer(t *testing.T) {
+	cfg := controlplane.Start(t, nil)
+	c := newClients(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		values map[string]any
+		dryRun bool
+	}{
+		{"cert-manager on (dry run)", map[string]any{"certManager": map[string]any{"enabled": true}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}}}, true},
+		{"audit, warn-only guard (dry run)", map[string]any{"mode": "audit", "gateGuard": map[string]any{"validationActions": []any{"Warn"}}}, true},
+		{"excluded namespaces (dry run)", map[string]any{"enforcement": map[string]any{"excludedNamespaces": []any{"monitoring"}}}, true},
+		// Last and for real: the objects must also be readable back as created.
+		{"defaults (created)", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := render(t, "strictgate", tc.values)
+			var opts metav1.CreateOptions
+			if tc.dryRun {
+				opts.DryRun = []string{metav1.DryRunAll}
+			}
+			created := 0
+			for _, o := range r.objs {
+				if reason, skip := crdKinds[o.GetKind()]; skip {
+					t.Logf("skip %s %s: %s", o.GetKind(), o.GetName(), reason)
+					continue
+				}
+				ri, err := c.resource(o)
+				if err != nil {
+					t.Errorf("%s %s: no such resource on the API server: %v", o.GetKind(), o.GetName(), err)
+					continue
+				}
+				if _, err := ri.Create(ctx, o, opts); err != nil {
+					t.Errorf("API server rejects %s %s: %v", o.GetKind(), o.GetName(), err)
+					continue
+				}
+				created++
+			}
+			if created < 15 {
+				t.Errorf("only %d objects went to the API server", created)
+			}
+			if tc.dryRun {
+				return
+			}
+			// The API server's defaults must not have changed what matters, e.g. it keeps
+			// the capability list and the webhook's CEL match conditions.
+			ds, err := c.kube.AppsV1().DaemonSets(testNamespace).Get(ctx, "strictgate-agent", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			caps := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add
+			if len(caps) != 4 {
+				t.Errorf("stored agent capabilities %v", caps)
+			}
+			mw, err := c.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(mw.Webhooks) != 1 || len(mw.Webhooks[0].MatchConditions) != 1 {
+				t.Errorf("stored mutating webhook %+v", mw.Webhooks)
+			}
+		})
+	}
+}
+
+// TestHelmInstallUpgradeUninstall installs the chart with helm into a real API server
+// (no nodes: nothing runs, which is all this test needs), checks that an upgrade keeps
+// the Helm-generated CA (lookup), and that uninstall leaves no admission objects.
+func TestHelmInstallUpgradeUninstall(t *testing.T) {
+	env := &envtest.Environment{}
+	cfg := controlplane.Start(t, env)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClients(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, nil); err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	} else if !strings.Contains(string(out), "rollout status") {
+		t.Errorf("install output lacks the NOTES (what to do next):\n%s", out)
+	}
+	sec1, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caBundle := func() []string {
+		var out []string
+		mw, err := c.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vw, err := c.kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range mw.Webhooks {
+			out = append(out, string(w.ClientConfig.CABundle))
+		}
+		for _, w := range vw.Webhooks {
+			out = append(out, string(w.ClientConfig.CABundle))
+		}
+		return out
+	}
+	before := caBundle()
+	for _, b := range before {
+		if b != string(sec1.Data["ca.crt"]) {
+			t.Fatal("installed caBundle differs from the Secret's ca.crt")
+		}
+	}
+
+	// An upgrade that changes something else keeps the certificate and the caBundles.
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}}); err != nil {
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	}
+	sec2, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(sec2.Data["tls.crt"]) != string(sec1.Data["tls.crt"]) || string(sec2.Data["ca.crt"]) != string(sec1.Data["ca.crt"]) {
+		t.Error("helm upgrade regenerated the webhook certificate; it must be kept (lookup)")
+	}
+	if after := caBundle(); !slices.Equal(after, before) {
+		t.Error("helm upgrade changed the caBundles")
+	}
+	d, err := c.kube.AppsV1().Deployments(testNamespace).Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 3 {
+		t.Errorf("upgrade did not apply replicas=3: %d", *d.Spec.Replicas)
+	}
+
+	if out, err := h.Uninstall(ctx, "strictgate", testNamespace); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	for _, check := range []struct {
+		what string
+		list func() (int, error)
+	}{
+		{"MutatingWebhookConfigurations", func() (int, error) {
+			l, err := c.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return 0, err
+			}
+			return len(l.Items), nil
+		}},
+		{"ValidatingWebhookConfigurations", func() (int, error) {
+			l, err := c.kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return 0, err
+			}
+			return len(l.Items), nil
+		}},
+		{"ValidatingAdmissionPolicies", func() (int, error) {
+			l, err := c.kube.AdmissionregistrationV1().ValidatingAdmissionPolicies().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return 0, err
+			}
+			return len(l.Items), nil
+		}},
+		{"strictgate ClusterRoles", func() (int, error) {
+			l, err := c.kube.RbacV1().ClusterRoles().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=strictgate"})
+			if err != nil {
+				return 0, err
+			}
+			return len(l.Items), nil
+		}},
+	} {
+		n, err := check.list()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("after helm uninstall %d %s remain", n, check.what)
+		}
+	}
+	if _, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("webhook TLS Secret after uninstall: %v", err)
+	}
+}

@@ -1,0 +1,840 @@
+package charts
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	webhook "github.com/strictgate/strictgate/webhook"
+)
+
+const testNamespace = "strictgate"
+
+// rendered is one `helm template` output, decoded.
+type rendered struct {
+	t    *testing.T
+	objs []*unstructured.Unstructured
+}
+
+func helm(t *testing.T) *Helm {
+	t.Helper()
+	h, err := New("")
+	if err != nil {
+		t.Fatalf("build helm: %v", err)
+	}
+	return h
+}
+
+func render(t *testing.T, release string, values map[string]any) *rendered {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := helm(t).Template(ctx, release, testNamespace, values)
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	objs, err := Decode(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rendered{t: t, objs: objs}
+}
+
+func (r *rendered) kinds() map[string]int {
+	k := map[string]int{}
+	for _, o := range r.objs {
+		k[o.GetKind()]++
+	}
+	return k
+}
+
+func (r *rendered) byKind(kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range r.objs {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// one converts the single object of kind named name (any name when "") into T.
+func one[T any](r *rendered, kind, name string) *T {
+	r.t.Helper()
+	var found []*unstructured.Unstructured
+	for _, o := range r.byKind(kind) {
+		if name == "" || o.GetName() == name {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		r.t.Fatalf("want exactly one %s %q, got %d (kinds: %v)", kind, name, len(found), r.kinds())
+	}
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(found[0].Object, out, true); err != nil {
+		r.t.Fatalf("%s %s does not convert strictly to %T: %v", kind, found[0].GetName(), out, err)
+	}
+	return out
+}
+
+func TestLintStrict(t *testing.T) {
+	h := helm(t)
+	kv, err := KubeVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		set  []string
+	}{
+		{"defaults", nil},
+		{"cert-manager", []string{"certManager.enabled=true"}},
+		{"audit with monitoring", []string{"mode=audit", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"lint", "--strict", Dir(), "--namespace", testNamespace, "--kube-version", kv}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			out, err := h.Run(context.Background(), args...)
+			if err != nil {
+				t.Fatalf("helm lint --strict: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), "0 chart(s) failed") {
+				t.Fatalf("helm lint output does not report success:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestValuesSchemaRejects: a misspelt key or a value out of range must fail the
+// install with a message naming it, not be ignored.
+func TestValuesSchemaRejects(t *testing.T) {
+	h := helm(t)
+	for _, tc := range []struct {
+		name   string
+		values map[string]any
+		want   string
+	}{
+		{"unknown mode", map[string]any{"mode": "permissive"}, "/mode"},
+		{"unknown top-level key", map[string]any{"mod": "strict"}, "mod"},
+		{"unknown nested key", map[string]any{"webhook": map[string]any{"replica": 3}}, "replica"},
+		{"bad pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, "pullPolicy"},
+		{"bad failure policy", map[string]any{"webhook": map[string]any{"admission": map[string]any{"pods": map[string]any{"failurePolicy": "Open"}}}}, "failurePolicy"},
+		{"timeout above API limit", map[string]any{"webhook": map[string]any{"admission": map[string]any{"timeoutSeconds": 31}}}, "timeoutSeconds"},
+		{"zero replicas", map[string]any{"webhook": map[string]any{"replicas": 0}}, "replicas"},
+		{"port out of range", map[string]any{"agent": map[string]any{"metricsPort": 70000}}, "metricsPort"},
+		{"bad duration", map[string]any{"certManager": map[string]any{"duration": "90 days"}}, "duration"},
+		{"bad excluded namespace", map[string]any{"enforcement": map[string]any{"excludedNamespaces": []any{"Not_A_Namespace"}}}, "excludedNamespaces"},
+		{"bad validation action", map[string]any{"gateGuard": map[string]any{"validationActions": []any{"Block"}}}, "validationActions"},
+		{"bad digest", map[string]any{"image": map[string]any{"digest": "latest"}}, "digest"},
+		{"unknown verdict filter", map[string]any{"agent": map[string]any{"policyEventLogs": map[string]any{"verdicts": "some"}}}, "verdicts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := h.Template(context.Background(), "strictgate", testNamespace, tc.values)
+			if err == nil {
+				t.Fatalf("helm template accepted invalid values %v", tc.values)
+			}
+			if !strings.Contains(err.Error(), "schema") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error does not come from the schema or does not name %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	r := render(t, "strictgate", nil)
+
+	wantKinds := map[string]int{
+		"ServiceAccount": 2, "Secret": 1, "ClusterRole": 3, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 1,
+		"Service": 3, "Deployment": 1, "DaemonSet": 1, "PodDisruptionBudget": 1,
+		"MutatingWebhookConfiguration": 1, "ValidatingWebhookConfiguration": 1,
+		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
+	}
+	if got := r.kinds(); !maps.Equal(got, wantKinds) {
+		t.Fatalf("rendered kinds:\n got  %v\n want %v", got, wantKinds)
+	}
+
+	t.Run("names match the components' defaults", func(t *testing.T) {
+		// The release "strictgate" in namespace "strictgate" is the documented install;
+		// the webhook's built-in defaults name these same objects.
+		def := webhook.DefaultConfig()
+		for _, want := range []string{def.ServiceAccount, def.AgentServiceAccount} {
+			ns, sa, _ := strings.Cut(strings.TrimPrefix(want, "system:serviceaccount:"), ":")
+			if ns != testNamespace {
+				t.Fatalf("default service account %s is not in %s", want, testNamespace)
+			}
+			one[corev1.ServiceAccount](r, "ServiceAccount", sa)
+		}
+	})
+
+	t.Run("webhook deployment", func(t *testing.T) {
+		d := one[appsv1.Deployment](r, "Deployment", "strictgate-webhook")
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+			t.Errorf("replicas = %v, want 2", d.Spec.Replicas)
+		}
+		if d.Spec.Strategy.RollingUpdate == nil || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+			t.Errorf("rolling update must keep every replica (maxUnavailable 0): %+v", d.Spec.Strategy)
+		}
+		c := onlyContainer(t, d.Spec.Template.Spec.Containers)
+		args := argMap(c.Args)
+		for flag, want := range map[string]string{
+			"--namespace":             testNamespace,
+			"--service-account":       "system:serviceaccount:strictgate:strictgate-webhook",
+			"--agent-service-account": "system:serviceaccount:strictgate:strictgate-agent",
+			"--leader-elect":          "true",
+			"--leader-election-id":    "strictgate-webhook",
+			"--cert-dir":              "/tls",
+			"--port":                  "9443",
+			"--opt-out-group":         webhook.DefaultOptOutGroup,
+			"--dns-policy":            "true",
+		} {
+			if args[flag] != want {
+				t.Errorf("webhook flag %s = %q, want %q (args %v)", flag, args[flag], want, c.Args)
+			}
+		}
+		if c.Args[0] != "webhook" {
+			t.Errorf("first arg %q, want the webhook sub-command", c.Args[0])
+		}
+		if c.Image != "ghcr.io/strictgate/strictgate:0.1.0" || c.ImagePullPolicy != corev1.PullIfNotPresent {
+			t.Errorf("image %s %s, want appVersion tag and IfNotPresent", c.Image, c.ImagePullPolicy)
+		}
+		if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+			t.Errorf("readiness probe %+v, want GET /readyz", c.ReadinessProbe)
+		}
+		assertRestricted(t, d.Spec.Template.Spec, c)
+		if d.Spec.Template.Spec.HostNetwork {
+			t.Error("webhook must not use the host network")
+		}
+		if vol := d.Spec.Template.Spec.Volumes; len(vol) != 1 || vol[0].Secret == nil || vol[0].Secret.SecretName != "strictgate-webhook-tls" {
+			t.Errorf("webhook volumes %+v, want only the TLS Secret", vol)
+		}
+		pdb := one[policyv1.PodDisruptionBudget](r, "PodDisruptionBudget", "strictgate-webhook")
+		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 {
+			t.Errorf("PDB minAvailable %v, want 1", pdb.Spec.MinAvailable)
+		}
+		if !maps.Equal(pdb.Spec.Selector.MatchLabels, d.Spec.Selector.MatchLabels) {
+			t.Errorf("PDB selector %v != deployment selector %v", pdb.Spec.Selector.MatchLabels, d.Spec.Selector.MatchLabels)
+		}
+	})
+
+	t.Run("TLS: Helm-generated CA signs a serving certificate for the Service", func(t *testing.T) {
+		sec := one[corev1.Secret](r, "Secret", "strictgate-webhook-tls")
+		if sec.Type != corev1.SecretTypeTLS {
+			t.Errorf("secret type %s, want kubernetes.io/tls", sec.Type)
+		}
+		ca := decodeCert(t, sec.Data["ca.crt"])
+		leaf := decodeCert(t, sec.Data["tls.crt"])
+		if len(sec.Data["tls.key"]) == 0 {
+			t.Fatal("tls.key is empty")
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(ca)
+		for _, dns := range []string{"strictgate-webhook.strictgate.svc", "strictgate-webhook.strictgate.svc.cluster.local"} {
+			if _, err := leaf.Verify(x509.VerifyOptions{DNSName: dns, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				t.Errorf("serving certificate does not verify for %s against ca.crt: %v", dns, err)
+			}
+		}
+		for _, wh := range webhookClientConfigs(r) {
+			if string(wh.cfg.CABundle) != string(sec.Data["ca.crt"]) {
+				t.Errorf("webhook %s caBundle differs from the Secret's ca.crt", wh.name)
+			}
+		}
+	})
+
+	t.Run("mutating webhook", func(t *testing.T) {
+		m := one[admissionregistrationv1.MutatingWebhookConfiguration](r, "MutatingWebhookConfiguration", "strictgate-webhook")
+		if len(m.Webhooks) != 1 {
+			t.Fatalf("want one mutating webhook, got %d", len(m.Webhooks))
+		}
+		w := m.Webhooks[0]
+		assertRules(t, w.Rules, "", "pods", admissionregistrationv1.Create)
+		if *w.FailurePolicy != admissionregistrationv1.Fail || *w.SideEffects != admissionregistrationv1.SideEffectClassNone ||
+			*w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy || *w.TimeoutSeconds > 10 {
+			t.Errorf("mutating webhook: failurePolicy %s sideEffects %s reinvocation %s timeout %d; want Fail, None, IfNeeded, <= 10s",
+				*w.FailurePolicy, *w.SideEffects, *w.ReinvocationPolicy, *w.TimeoutSeconds)
+		}
+		if w.ClientConfig.Service == nil || w.ClientConfig.Service.Path == nil || *w.ClientConfig.Service.Path != webhook.PathMutatePod ||
+			w.ClientConfig.Service.Name != "strictgate-webhook" || w.ClientConfig.Service.Namespace != testNamespace {
+			t.Errorf("mutating webhook calls %+v", w.ClientConfig.Service)
+		}
+		assertExcludes(t, w.NamespaceSelector, "kube-system", "kube-public", "kube-node-lease", testNamespace)
+		if w.ObjectSelector == nil || len(w.ObjectSelector.MatchLabels)+len(w.ObjectSelector.MatchExpressions) != 0 {
+			t.Errorf("default objectSelector %+v, want empty (every pod)", w.ObjectSelector)
+		}
+	})
+
+	t.Run("validating webhooks", func(t *testing.T) {
+		v := one[admissionregistrationv1.ValidatingWebhookConfiguration](r, "ValidatingWebhookConfiguration", "strictgate-webhook")
+		byPath := map[string]admissionregistrationv1.ValidatingWebhook{}
+		for _, w := range v.Webhooks {
+			byPath[*w.ClientConfig.Service.Path] = w
+			if *w.SideEffects != admissionregistrationv1.SideEffectClassNone || *w.TimeoutSeconds > 10 {
+				t.Errorf("%s: sideEffects %s timeout %d", w.Name, *w.SideEffects, *w.TimeoutSeconds)
+			}
+		}
+		np, ok := byPath[webhook.PathValidateNetworkPolicy]
+		if !ok {
+			t.Fatalf("no webhook for %s", webhook.PathValidateNetworkPolicy)
+		}
+		assertRules(t, np.Rules, "networking.k8s.io", "networkpolicies", admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete)
+		ns, ok := byPath[webhook.PathValidateNamespace]
+		if !ok {
+			t.Fatalf("no webhook for %s", webhook.PathValidateNamespace)
+		}
+		assertRules(t, ns.Rules, "", "namespaces", admissionregistrationv1.Create, admissionregistrationv1.Update)
+		if ns.NamespaceSelector != nil && (len(ns.NamespaceSelector.MatchExpressions) > 0 || len(ns.NamespaceSelector.MatchLabels) > 0) {
+			t.Errorf("the namespace guard must see every namespace (a selector would let the labelling request skip it): %+v", ns.NamespaceSelector)
+		}
+		if len(v.Webhooks) != 2 {
+			t.Errorf("want 2 validating webhooks, got %d", len(v.Webhooks))
+		}
+	})
+
+	t.Run("gate guard", func(t *testing.T) {
+		p := one[admissionregistrationv1.ValidatingAdmissionPolicy](r, "ValidatingAdmissionPolicy", "")
+		b := one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](r, "ValidatingAdmissionPolicyBinding", "")
+		if b.Spec.PolicyName != p.Name {
+			t.Errorf("binding names policy %q, policy is %q", b.Spec.PolicyName, p.Name)
+		}
+		if !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {
+			t.Errorf("validationActions %v, want [Deny]", b.Spec.ValidationActions)
+		}
+		if len(p.Spec.Validations) == 0 || !strings.Contains(p.Spec.MatchConstraints.ResourceRules[0].Resources[0], "pods/status") {
+			t.Errorf("policy does not guard pods/status: %+v", p.Spec)
+		}
+		// The policy recognises the agent through RBAC: the setter role must be bound to
+		// the agent's service account and to nobody else.
+		setter := one[rbacv1.ClusterRole](r, "ClusterRole", "strictgate-gate-setter")
+		crb := one[rbacv1.ClusterRoleBinding](r, "ClusterRoleBinding", "strictgate-gate-setter")
+		if crb.RoleRef.Name != setter.Name || len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "ServiceAccount" ||
+			crb.Subjects[0].Name != "strictgate-agent" || crb.Subjects[0].Namespace != testNamespace {
+			t.Errorf("gate setter binding %+v, want only the agent's service account", crb)
+		}
+	})
+
+	t.Run("RBAC is exactly least privilege", func(t *testing.T) {
+		assertRBAC(t, one[rbacv1.ClusterRole](r, "ClusterRole", "strictgate-webhook").Rules, []string{
+			"/namespaces get", "/namespaces list", "/namespaces watch",
+			"/pods get", "/pods list", "/pods watch",
+			"networking.k8s.io/networkpolicies get", "networking.k8s.io/networkpolicies list", "networking.k8s.io/networkpolicies watch",
+			"networking.k8s.io/networkpolicies create", "networking.k8s.io/networkpolicies update", "networking.k8s.io/networkpolicies delete",
+		})
+		role := one[rbacv1.Role](r, "Role", "strictgate-webhook")
+		if role.Namespace != testNamespace {
+			t.Errorf("leader-election Role in %q, want the release namespace", role.Namespace)
+		}
+		assertRBAC(t, role.Rules, []string{
+			"coordination.k8s.io/leases get", "coordination.k8s.io/leases create", "coordination.k8s.io/leases update",
+			"/events create", "/events patch", "events.k8s.io/events create", "events.k8s.io/events patch",
+		})
+		assertRBAC(t, one[rbacv1.ClusterRole](r, "ClusterRole", "strictgate-agent").Rules, []string{
+			"/pods get", "/pods list", "/pods watch",
+			"/namespaces get", "/namespaces list", "/namespaces watch",
+			"/services get", "/services list", "/services watch",
+			"/nodes get", "/nodes list", "/nodes watch",
+			"/pods/status patch",
+			"networking.k8s.io/networkpolicies get", "networking.k8s.io/networkpolicies list", "networking.k8s.io/networkpolicies watch",
+			"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch",
+		})
+		assertRBAC(t, one[rbacv1.ClusterRole](r, "ClusterRole", "strictgate-gate-setter").Rules, []string{
+			"strictgate.dev/pods/policy-programmed update",
+		})
+		for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+			for _, o := range r.byKind(kind) {
+				subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+				for _, s := range subjects {
+					s := s.(map[string]any)
+					if s["kind"] != "ServiceAccount" || s["namespace"] != testNamespace {
+						t.Errorf("%s %s binds %v; only the release's service accounts may be bound", kind, o.GetName(), s)
+					}
+				}
+			}
+		}
+	})
+
+	t.Run("agent daemonset", func(t *testing.T) {
+		ds := one[appsv1.DaemonSet](r, "DaemonSet", "strictgate-agent")
+		spec := ds.Spec.Template.Spec
+		if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+			t.Errorf("agent hostNetwork=%v dnsPolicy=%s, want host network with ClusterFirstWithHostNet", spec.HostNetwork, spec.DNSPolicy)
+		}
+		if spec.ServiceAccountName != "strictgate-agent" {
+			t.Errorf("agent service account %q", spec.ServiceAccountName)
+		}
+		if spec.PriorityClassName != "system-node-critical" {
+			t.Errorf("agent priorityClassName %q, want system-node-critical", spec.PriorityClassName)
+		}
+		if len(spec.Tolerations) != 1 || spec.Tolerations[0].Operator != corev1.TolerationOpExists {
+			t.Errorf("agent tolerations %+v, want to run on every node", spec.Tolerations)
+		}
+		c := onlyContainer(t, spec.Containers)
+		if c.Args[0] != "agent" || argMap(c.Args)["--mode"] != "strict" {
+			t.Errorf("agent args %v, want the agent sub-command in strict mode", c.Args)
+		}
+		sc := c.SecurityContext
+		if sc == nil || (sc.Privileged != nil && *sc.Privileged) {
+			t.Fatalf("agent must not be privileged: %+v", sc)
+		}
+		if *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem {
+			t.Errorf("agent: allowPrivilegeEscalation %v readOnlyRootFilesystem %v", *sc.AllowPrivilegeEscalation, *sc.ReadOnlyRootFilesystem)
+		}
+		if !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+			t.Errorf("agent drops %v, want ALL", sc.Capabilities.Drop)
+		}
+		gotCaps := slices.Sorted(slices.Values(sc.Capabilities.Add))
+		if want := []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"}; !slices.Equal(gotCaps, want) {
+			t.Errorf("agent capabilities %v, want exactly %v", gotCaps, want)
+		}
+		paths := map[string]bool{}
+		for _, v := range spec.Volumes {
+			if v.HostPath == nil {
+				t.Errorf("unexpected non-hostPath volume %s on the agent", v.Name)
+				continue
+			}
+			paths[v.HostPath.Path] = true
+		}
+		if want := map[string]bool{"/sys/fs/bpf": true, "/opt/cni/bin": true, "/etc/cni/net.d": true}; !maps.Equal(paths, want) {
+			t.Errorf("agent hostPaths %v, want exactly %v", paths, want)
+		}
+		// The CNI installer writes only to the CNI directories and has no capabilities.
+		if len(spec.InitContainers) != 1 {
+			t.Fatalf("want one CNI install init container, got %d", len(spec.InitContainers))
+		}
+		ic := spec.InitContainers[0]
+		if ic.SecurityContext == nil || !slices.Equal(ic.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(ic.SecurityContext.Capabilities.Add) != 0 {
+			t.Errorf("CNI installer security context %+v, want no capabilities", ic.SecurityContext)
+		}
+		for _, m := range ic.VolumeMounts {
+			if m.Name == "bpffs" {
+				t.Error("the CNI installer does not need bpffs")
+			}
+		}
+		for _, m := range c.VolumeMounts {
+			if m.Name == "bpffs" && (m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationHostToContainer) {
+				t.Errorf("bpffs mount propagation %v, want HostToContainer (no Bidirectional: that needs privileged)", m.MountPropagation)
+			}
+		}
+	})
+
+	t.Run("metrics services", func(t *testing.T) {
+		for name, port := range map[string]int32{"strictgate-webhook-metrics": 8080, "strictgate-agent-metrics": 9965} {
+			svc := one[corev1.Service](r, "Service", name)
+			if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "metrics" || svc.Spec.Ports[0].Port != port {
+				t.Errorf("service %s ports %+v, want metrics:%d", name, svc.Spec.Ports, port)
+			}
+		}
+	})
+
+	assertNames(t, r)
+}
+
+// TestValueSets renders other value sets and checks what each changes.
+func TestValueSets(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		release string
+		values  map[string]any
+		check   func(t *testing.T, r *rendered)
+	}{
+		{
+			name: "cert-manager", release: "strictgate",
+			values: map[string]any{"certManager": map[string]any{"enabled": true}},
+			check: func(t *testing.T, r *rendered) {
+				if n := len(r.byKind("Secret")); n != 0 {
+					t.Errorf("cert-manager mode renders %d Secrets; cert-manager writes the Secret", n)
+				}
+				cert := r.named("Certificate", "strictgate-webhook")
+				dns, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+				if !slices.Equal(dns, []string{"strictgate-webhook.strictgate.svc", "strictgate-webhook.strictgate.svc.cluster.local"}) {
+					t.Errorf("certificate dnsNames %v", dns)
+				}
+				if s, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); s != "strictgate-webhook-tls" {
+					t.Errorf("certificate secretName %q, want the Secret the Deployment mounts", s)
+				}
+				if k, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name"); k != "strictgate-ca" {
+					t.Errorf("serving certificate issued by %q, want the chart's CA issuer", k)
+				}
+				if n := len(r.byKind("Issuer")); n != 2 {
+					t.Errorf("want the self-signed and the CA Issuer, got %d", n)
+				}
+				for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
+					o := r.named(kind, "strictgate-webhook")
+					if got := o.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != "strictgate/strictgate-webhook" {
+						t.Errorf("%s inject-ca-from = %q", kind, got)
+					}
+				}
+				for _, wh := range webhookClientConfigs(r) {
+					if len(wh.cfg.CABundle) != 0 {
+						t.Errorf("webhook %s has a caBundle; cainjector owns it", wh.name)
+					}
+				}
+			},
+		},
+		{
+			name: "cert-manager with an existing issuer", release: "strictgate",
+			values: map[string]any{"certManager": map[string]any{"enabled": true, "issuerRef": map[string]any{"kind": "ClusterIssuer", "name": "corp-ca", "group": "cert-manager.io"}}},
+			check: func(t *testing.T, r *rendered) {
+				if n := len(r.byKind("Issuer")); n != 0 {
+					t.Errorf("with issuerRef the chart must not create Issuers, got %d", n)
+				}
+				cert := r.named("Certificate", "strictgate-webhook")
+				if k, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "kind"); k != "ClusterIssuer" {
+					t.Errorf("issuerRef kind %q", k)
+				}
+			},
+		},
+		{
+			name: "audit mode", release: "strictgate",
+			values: map[string]any{"mode": "audit"},
+			check: func(t *testing.T, r *rendered) {
+				ds := one[appsv1.DaemonSet](r, "DaemonSet", "strictgate-agent")
+				if got := argMap(ds.Spec.Template.Spec.Containers[0].Args)["--mode"]; got != "audit" {
+					t.Errorf("agent --mode=%q, want audit", got)
+				}
+				for _, ic := range ds.Spec.Template.Spec.InitContainers {
+					if got := argMap(ic.Args)["--mode"]; got != "audit" {
+						t.Errorf("CNI installer --mode=%q, want audit", got)
+					}
+				}
+			},
+		},
+		{
+			name: "test cluster image", release: "strictgate",
+			values: map[string]any{"image": map[string]any{"repository": "strictgate.local/strictgate", "tag": "dev", "pullPolicy": "Never"}},
+			check: func(t *testing.T, r *rendered) {
+				for _, kind := range []string{"Deployment", "DaemonSet"} {
+					for _, o := range r.byKind(kind) {
+						cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+						ics, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "initContainers")
+						for _, c := range append(cs, ics...) {
+							c := c.(map[string]any)
+							if c["image"] != "strictgate.local/strictgate:dev" || c["imagePullPolicy"] != "Never" {
+								t.Errorf("%s %s container %s: image %v pull %v", kind, o.GetName(), c["name"], c["image"], c["imagePullPolicy"])
+							}
+						}
+					}
+				}
+			},
+		},
+		{
+			// Helm's maximum release name (53); with "-strictgate" appended the base
+			// name alone is 64 characters, so every name must be cut.
+			name: "long release name", release: strings.Repeat("long-release-", 4) + "x",
+			values: nil,
+			check: func(t *testing.T, r *rendered) {
+				// assertNames runs for every case; here the names must also stay distinct.
+				seen := map[string]string{}
+				for _, o := range r.objs {
+					key := o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
+					if prev, dup := seen[key]; dup {
+						t.Errorf("truncation made two objects the same name: %s (%s)", key, prev)
+					}
+					seen[key] = key
+				}
+			},
+		},
+		{
+			name: "excluded namespaces and opt-out groups", release: "strictgate",
+			values: map[string]any{"enforcement": map[string]any{"excludedNamespaces": []any{"monitoring", "ingress"}, "optOutGroups": []any{"ops", "sre"}, "dnsPolicy": false}},
+			check: func(t *testing.T, r *rendered) {
+				m := one[admissionregistrationv1.MutatingWebhookConfiguration](r, "MutatingWebhookConfiguration", "")
+				assertExcludes(t, m.Webhooks[0].NamespaceSelector, "kube-system", testNamespace, "monitoring", "ingress")
+				d := one[appsv1.Deployment](r, "Deployment", "")
+				args := d.Spec.Template.Spec.Containers[0].Args
+				for _, want := range []string{"--exclude-namespace=monitoring", "--exclude-namespace=ingress", "--opt-out-group=ops,sre", "--dns-policy=false"} {
+					if !slices.Contains(args, want) {
+						t.Errorf("webhook args %v lack %s", args, want)
+					}
+				}
+			},
+		},
+		{
+			name: "gate guard warn only, no RBAC", release: "strictgate",
+			values: map[string]any{"gateGuard": map[string]any{"validationActions": []any{"Warn", "Audit"}}, "rbac": map[string]any{"create": false}},
+			check: func(t *testing.T, r *rendered) {
+				for _, kind := range []string{"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} {
+					if n := len(r.byKind(kind)); n != 0 {
+						t.Errorf("rbac.create=false still renders %d %s", n, kind)
+					}
+				}
+				b := one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](r, "ValidatingAdmissionPolicyBinding", "")
+				if !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{"Warn", "Audit"}) {
+					t.Errorf("validationActions %v", b.Spec.ValidationActions)
+				}
+			},
+		},
+		{
+			name: "gate guard off, ignore failures, one replica", release: "strictgate",
+			values: map[string]any{
+				"gateGuard": map[string]any{"enabled": false},
+				"webhook": map[string]any{"replicas": 1, "podDisruptionBudget": map[string]any{"enabled": false},
+					"admission": map[string]any{"pods": map[string]any{"failurePolicy": "Ignore", "objectSelector": map[string]any{"matchLabels": map[string]any{"gated": "yes"}}}}},
+			},
+			check: func(t *testing.T, r *rendered) {
+				for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "PodDisruptionBudget"} {
+					if n := len(r.byKind(kind)); n != 0 {
+						t.Errorf("%s rendered although disabled", kind)
+					}
+				}
+				m := one[admissionregistrationv1.MutatingWebhookConfiguration](r, "MutatingWebhookConfiguration", "")
+				if *m.Webhooks[0].FailurePolicy != admissionregistrationv1.Ignore || m.Webhooks[0].ObjectSelector.MatchLabels["gated"] != "yes" {
+					t.Errorf("pod webhook %+v", m.Webhooks[0])
+				}
+			},
+		},
+		{
+			name: "monitoring", release: "strictgate",
+			values: map[string]any{"metrics": map[string]any{
+				"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}},
+				"prometheusRule": map[string]any{"enabled": true},
+			}},
+			check: func(t *testing.T, r *rendered) {
+				if n := len(r.byKind("ServiceMonitor")); n != 2 {
+					t.Errorf("want ServiceMonitors for webhook and agent, got %d", n)
+				}
+				for _, sm := range r.byKind("ServiceMonitor") {
+					if sm.GetLabels()["release"] != "prom" {
+						t.Errorf("ServiceMonitor %s lacks the extra label", sm.GetName())
+					}
+					sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+					matched := 0
+					for _, svc := range r.byKind("Service") {
+						if labelsMatch(sel, svc.GetLabels()) {
+							matched++
+						}
+					}
+					if matched != 1 {
+						t.Errorf("ServiceMonitor %s selects %d Services, want exactly its metrics Service", sm.GetName(), matched)
+					}
+				}
+				pr := one[unstructured.Unstructured](r, "PrometheusRule", "")
+				groups, _, _ := unstructured.NestedSlice(pr.Object, "spec", "groups")
+				rules := groups[0].(map[string]any)["rules"].([]any)
+				expr := rules[0].(map[string]any)["expr"]
+				if expr != "sum(rate(network_policy_drop_count_total[1m])) > 0" {
+					t.Errorf("alert expr %q, want the seed's", expr)
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := render(t, tc.release, tc.values)
+			tc.check(t, r)
+			assertNames(t, r)
+		})
+	}
+}
+
+func (r *rendered) named(kind, name string) *unstructured.Unstructured {
+	r.t.Helper()
+	for _, o := range r.byKind(kind) {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	r.t.Fatalf("no %s %s (kinds %v)", kind, name, r.kinds())
+	return nil
+}
+
+func labelsMatch(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return len(selector) > 0
+}
+
+// assertNames: every name and label value fits Kubernetes' limits (63 for Service
+// names, label values, and what we promise for everything else).
+func assertNames(t *testing.T, r *rendered) {
+	t.Helper()
+	for _, o := range r.objs {
+		name := o.GetName()
+		if len(name) > 63 {
+			t.Errorf("%s name %q is %d characters, want <= 63", o.GetKind(), name, len(name))
+		}
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			t.Errorf("%s name %q: %v", o.GetKind(), name, errs)
+		}
+		if o.GetKind() == "Service" {
+			if errs := validation.IsDNS1035Label(name); len(errs) > 0 {
+				t.Errorf("Service name %q: %v", name, errs)
+			}
+		}
+		for k, v := range o.GetLabels() {
+			if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+				t.Errorf("%s %s label %s=%q: %v", o.GetKind(), name, k, v, errs)
+			}
+		}
+	}
+}
+
+func onlyContainer(t *testing.T, cs []corev1.Container) corev1.Container {
+	t.Helper()
+	if len(cs) != 1 {
+		t.Fatalf("want one container, got %d", len(cs))
+	}
+	return cs[0]
+}
+
+func argMap(args []string) map[string]string {
+	m := map[string]string{}
+	for _, a := range args {
+		if k, v, ok := strings.Cut(a, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func assertRestricted(t *testing.T, spec corev1.PodSpec, c corev1.Container) {
+	t.Helper()
+	psc := spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext %+v, want runAsNonRoot and RuntimeDefault seccomp", psc)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+		t.Errorf("container securityContext %+v, want the restricted profile", sc)
+	}
+}
+
+func assertRules(t *testing.T, rules []admissionregistrationv1.RuleWithOperations, group, resource string, ops ...admissionregistrationv1.OperationType) {
+	t.Helper()
+	if len(rules) != 1 {
+		t.Fatalf("want one rule, got %+v", rules)
+	}
+	r := rules[0]
+	if !slices.Equal(r.APIGroups, []string{group}) || !slices.Equal(r.Resources, []string{resource}) ||
+		!slices.Equal(slices.Sorted(slices.Values(r.Operations)), slices.Sorted(slices.Values(ops))) {
+		t.Errorf("rule %+v, want group %q resource %q operations %v", r, group, resource, ops)
+	}
+}
+
+func assertExcludes(t *testing.T, sel *metav1.LabelSelector, namespaces ...string) {
+	t.Helper()
+	if sel == nil {
+		t.Fatal("no namespaceSelector")
+	}
+	var names, optOut []string
+	for _, e := range sel.MatchExpressions {
+		if e.Operator != metav1.LabelSelectorOpNotIn {
+			continue
+		}
+		switch e.Key {
+		case "kubernetes.io/metadata.name":
+			names = e.Values
+		case "strictgate.dev/enforce":
+			optOut = e.Values
+		}
+	}
+	for _, ns := range namespaces {
+		if !slices.Contains(names, ns) {
+			t.Errorf("namespaceSelector %+v does not exclude %s", sel, ns)
+		}
+	}
+	if !slices.Equal(optOut, []string{"disabled"}) {
+		t.Errorf("namespaceSelector %+v does not exclude namespaces labelled strictgate.dev/enforce=disabled", sel)
+	}
+}
+
+// assertRBAC compares rules as a set of "group/resource verb" grants: no more, no less.
+func assertRBAC(t *testing.T, rules []rbacv1.PolicyRule, want []string) {
+	t.Helper()
+	got := map[string]bool{}
+	for _, r := range rules {
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("unexpected rule shape %+v", r)
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					if g == "*" || res == "*" || v == "*" {
+						t.Errorf("wildcard in %+v", r)
+					}
+					got[g+"/"+res+" "+v] = true
+				}
+			}
+		}
+	}
+	wantSet := map[string]bool{}
+	for _, w := range want {
+		wantSet[w] = true
+	}
+	if !maps.Equal(got, wantSet) {
+		var extra, missing []string
+		for g := range got {
+			if !wantSet[g] {
+				extra = append(extra, g)
+			}
+		}
+		for w := range wantSet {
+			if !got[w] {
+				missing = append(missing, w)
+			}
+		}
+		slices.Sort(extra)
+		slices.Sort(missing)
+		t.Errorf("RBAC grants differ: extra %v, missing %v", extra, missing)
+	}
+}
+
+type namedClientConfig struct {
+	name string
+	cfg  admissionregistrationv1.WebhookClientConfig
+}
+
+func webhookClientConfigs(r *rendered) []namedClientConfig {
+	var out []namedClientConfig
+	for _, m := range r.byKind("MutatingWebhookConfiguration") {
+		mw := one[admissionregistrationv1.MutatingWebhookConfiguration](r, "MutatingWebhookConfiguration", m.GetName())
+		for _, w := range mw.Webhooks {
+			out = append(out, namedClientConfig{w.Name, w.ClientConfig})
+		}
+	}
+	for _, v := range r.byKind("ValidatingWebhookConfiguration") {
+		vw := one[admissionregistrationv1.ValidatingWebhookConfiguration](r, "ValidatingWebhookConfiguration", v.GetName())
+		for _, w := range vw.Webhooks {
+			out = append(out, namedClientConfig{w.Name, w.ClientConfig})
+		}
+	}
+	if len(out) == 0 {
+		r.t.Fatal("no webhooks rendered")
+	}
+	return out
+}
+
+func decodeCert(t *testing.T, data []byte) *x509.Certificate {
+	t.Helper()
+	if raw, err := base64.StdEncoding.DecodeString(string(data)); err == nil && strings.HasPrefix(string(raw), "-----BEGIN") {
+		data = raw
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("not a PEM certificate: %.40q", data)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatalf("parse certificate: %v", err)
+	}
+	return c
+}
