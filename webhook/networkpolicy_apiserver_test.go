@@ -343,9 +343,13 @@ func (h *hygEnv) testRules(t *testing.T) {
 			annotate: true,
 		},
 		{
-			id:   "SG002-any-cidr",
-			bad:  func(s *networkingv1.NetworkPolicySpec) { egressOnly(s, dnsRule, networkingv1.NetworkPolicyEgressRule{To: ipBlock("0.0.0.0/0")}) },
-			good: func(s *networkingv1.NetworkPolicySpec) { egressOnly(s, dnsRule, networkingv1.NetworkPolicyEgressRule{To: ipBlock("0.0.0.0/0", "10.0.0.0/8", "169.254.0.0/16")}) },
+			id: "SG002-any-cidr",
+			bad: func(s *networkingv1.NetworkPolicySpec) {
+				egressOnly(s, dnsRule, networkingv1.NetworkPolicyEgressRule{To: ipBlock("0.0.0.0/0")})
+			},
+			good: func(s *networkingv1.NetworkPolicySpec) {
+				egressOnly(s, dnsRule, networkingv1.NetworkPolicyEgressRule{To: ipBlock("0.0.0.0/0", "10.0.0.0/8", "169.254.0.0/16")})
+			},
 			wantText: `"0.0.0.0/0"`,
 		},
 		{
@@ -358,9 +362,13 @@ func (h *hygEnv) testRules(t *testing.T) {
 			},
 		},
 		{
-			id:       "SG004-cloud-metadata",
-			bad:      func(s *networkingv1.NetworkPolicySpec) { egressOnly(s, dnsRule, networkingv1.NetworkPolicyEgressRule{To: ipBlock("169.254.0.0/16")}) },
-			good:     func(s *networkingv1.NetworkPolicySpec) { egressOnly(s, dnsRule, networkingv1.NetworkPolicyEgressRule{To: ipBlock("169.254.0.0/16", "169.254.169.254/32")}) },
+			id: "SG004-cloud-metadata",
+			bad: func(s *networkingv1.NetworkPolicySpec) {
+				egressOnly(s, dnsRule, networkingv1.NetworkPolicyEgressRule{To: ipBlock("169.254.0.0/16")})
+			},
+			good: func(s *networkingv1.NetworkPolicySpec) {
+				egressOnly(s, dnsRule, networkingv1.NetworkPolicyEgressRule{To: ipBlock("169.254.0.0/16", "169.254.169.254/32")})
+			},
 			wantText: "169.254.169.254/32",
 		},
 		{
@@ -398,7 +406,9 @@ func (h *hygEnv) testRules(t *testing.T) {
 			bad: func(s *networkingv1.NetworkPolicySpec) {
 				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{"ghost"}}}}}}}}
 			},
-			good:     func(s *networkingv1.NetworkPolicySpec) { s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: fromDB()}} },
+			good: func(s *networkingv1.NetworkPolicySpec) {
+				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: fromDB()}}
+			},
 			wantText: "spec.ingress[0].from[0] selects no existing pod",
 		},
 		{
@@ -620,7 +630,9 @@ test_ignores_others if {
 
 func (h *hygEnv) testCustomRules(t *testing.T) {
 	labelled := func(name string) *networkingv1.NetworkPolicy {
-		p := np(name, func(s *networkingv1.NetworkPolicySpec) { s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: fromDB()}} })
+		p := np(name, func(s *networkingv1.NetworkPolicySpec) {
+			s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: fromDB()}}
+		})
 		p.Labels = map[string]string{"forbidden": "yes"}
 		return p
 	}
