@@ -144,6 +144,8 @@ func TestValuesSchemaRejects(t *testing.T) {
 		{"bad excluded namespace", map[string]any{"enforcement": map[string]any{"excludedNamespaces": []any{"Not_A_Namespace"}}}, "excludedNamespaces"},
 		{"bad validation action", map[string]any{"gateGuard": map[string]any{"validationActions": []any{"Block"}}}, "validationActions"},
 		{"bad digest", map[string]any{"image": map[string]any{"digest": "latest"}}, "digest"},
+		{"bad hygiene action", map[string]any{"webhook": map[string]any{"hygiene": map[string]any{"actions": map[string]any{"SG001": "block"}}}}, "actions"},
+		{"custom rule file name", map[string]any{"webhook": map[string]any{"hygiene": map[string]any{"customRules": map[string]any{"rule.txt": "x"}}}}, "rule.txt"},
 		{"unknown verdict filter", map[string]any{"agent": map[string]any{"policyEventLogs": map[string]any{"verdicts": "some"}}}, "verdicts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -385,8 +387,16 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("agent tolerations %+v, want to run on every node", spec.Tolerations)
 		}
 		c := onlyContainer(t, spec.Containers)
-		if c.Args[0] != "agent" || argMap(c.Args)["--mode"] != "strict" {
-			t.Errorf("agent args %v, want the agent sub-command in strict mode", c.Args)
+		args := argMap(c.Args)
+		if c.Args[0] != "agent" || args["--mode"] != "strict" || args["--node-name"] != "$(NODE_NAME)" ||
+			args["--pin-root"] != "/sys/fs/bpf/strictgate" || args["--metrics-addr"] != ":9965" || args["--event-mode"] != "deny" {
+			t.Errorf("agent args %v, want the agent sub-command in strict mode, node name, pins under /sys/fs/bpf, metrics on 9965, DENY events", c.Args)
+		}
+		if len(c.Env) != 1 || c.Env[0].Name != "NODE_NAME" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+			t.Errorf("agent env %+v, want NODE_NAME from spec.nodeName", c.Env)
+		}
+		if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+			t.Errorf("agent probes %+v / %+v", c.ReadinessProbe, c.LivenessProbe)
 		}
 		sc := c.SecurityContext
 		if sc == nil || (sc.Privileged != nil && *sc.Privileged) {
@@ -596,6 +606,38 @@ func TestValueSets(t *testing.T) {
 				m := one[admissionregistrationv1.MutatingWebhookConfiguration](r, "MutatingWebhookConfiguration", "")
 				if *m.Webhooks[0].FailurePolicy != admissionregistrationv1.Ignore || m.Webhooks[0].ObjectSelector.MatchLabels["gated"] != "yes" {
 					t.Errorf("pod webhook %+v", m.Webhooks[0])
+				}
+			},
+		},
+		{
+			name: "custom hygiene rules", release: "strictgate",
+			values: map[string]any{"webhook": map[string]any{"hygiene": map[string]any{
+				"actions":     map[string]any{"SG007": "deny", "SG009": "dryrun"},
+				"customRules": map[string]any{"team.rego": "package x\n", "team_test.rego": "package x_test\n"},
+			}}},
+			check: func(t *testing.T, r *rendered) {
+				cm := one[corev1.ConfigMap](r, "ConfigMap", "strictgate-hygiene-rules")
+				if cm.Data["team.rego"] != "package x\n" || len(cm.Data) != 2 {
+					t.Errorf("rules ConfigMap data %v", cm.Data)
+				}
+				d := one[appsv1.Deployment](r, "Deployment", "")
+				args := d.Spec.Template.Spec.Containers[0].Args
+				for _, want := range []string{"--hygiene-action=SG007=deny", "--hygiene-action=SG009=dryrun", "--hygiene-rules-dir=/etc/strictgate/hygiene"} {
+					if !slices.Contains(args, want) {
+						t.Errorf("webhook args %v lack %s", args, want)
+					}
+				}
+				mounted := false
+				for _, v := range d.Spec.Template.Spec.Volumes {
+					mounted = mounted || (v.ConfigMap != nil && v.ConfigMap.Name == cm.Name)
+				}
+				for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+					if m.SubPath != "" {
+						t.Errorf("mount %s uses subPath: ConfigMap updates would never arrive", m.Name)
+					}
+				}
+				if !mounted {
+					t.Error("rules ConfigMap is not mounted")
 				}
 			},
 		},

@@ -185,3 +185,12 @@ objects instead of keeping a second copy of their text.
 {{- end }}
 {{- toJson $out }}
 {{- end }}
+
+{{/* The ConfigMap holding custom hygiene rules, or "" when there are none. */}}
+{{- define "strictgate.webhook.hygieneConfigMap" -}}
+{{- if .Values.webhook.hygiene.existingConfigMap }}
+{{- .Values.webhook.hygiene.existingConfigMap }}
+{{- else if .Values.webhook.hygiene.customRules }}
+{{- include "strictgate.componentName" (list . "hygiene-rules") }}
+{{- end }}
+{{- end }}
