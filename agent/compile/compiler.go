@@ -348,39 +348,50 @@ func (c *Compiler) changePod(key types.NamespacedName, p *podInfo) {
 	}
 	c.dirty[key] = struct{}{}
 	if old == nil || p == nil || !old.samePeer(p) {
+		// With the same addresses and ports, only a change in which selectors match
+		// matters; otherwise anything that matches either version does.
+		addrChange := old == nil || p == nil || old.peer() != p.peer() || old.notReady != p.notReady ||
+			!slices.Equal(old.ips, p.ips) || !maps.Equal(old.named, p.named)
 		for _, pol := range c.policies {
-			if c.policyTouches(pol, old) || c.policyTouches(pol, p) {
+			if c.peerChange(pol, old, p, addrChange) {
 				c.dirtyTargets(pol)
 			}
 		}
-		if c.selectorBackend(old) || c.selectorBackend(p) {
+		if so, sn := c.selectorBackend(old), c.selectorBackend(p); so != sn || (addrChange && (so || sn)) {
 			c.dirtyEgressIsolated()
 		}
 	}
 	c.setPod(key, p)
 }
 
-// policyTouches reports whether the rules of pol depend on pod p as a peer.
-func (c *Compiler) policyTouches(pol *policyInfo, p *podInfo) bool {
-	if p == nil || !p.peer() {
-		return false
-	}
+// peerChange reports whether the rules of pol can differ between a world with pod
+// version old and one with version nw (either may be nil) as a peer.
+func (c *Compiler) peerChange(pol *policyInfo, old, nw *podInfo, addrChange bool) bool {
+	changed := func(so, sn bool) bool { return so != sn || (addrChange && (so || sn)) }
+	isPeer := func(p *podInfo) bool { return p != nil && p.peer() }
 	for d := range pol.rules {
 		if !pol.has[d] {
 			continue
 		}
 		for _, r := range pol.rules[d] {
 			namedEgress := rules.Direction(d) == rules.Egress && len(r.named) > 0
-			if r.all && namedEgress {
+			if r.all && namedEgress && changed(isPeer(old), isPeer(nw)) {
 				return true
 			}
 			for i := range r.peers {
 				pe := &r.peers[i]
+				var so, sn bool
 				if pe.block {
-					if namedEgress && slices.ContainsFunc(p.ips, pe.admits) {
-						return true
+					if !namedEgress {
+						continue
 					}
-				} else if c.peerSelects(pol.key.Namespace, pe, p) {
+					so = isPeer(old) && slices.ContainsFunc(old.ips, pe.admits)
+					sn = isPeer(nw) && slices.ContainsFunc(nw.ips, pe.admits)
+				} else {
+					so = isPeer(old) && c.peerSelects(pol.key.Namespace, pe, old)
+					sn = isPeer(nw) && c.peerSelects(pol.key.Namespace, pe, nw)
+				}
+				if changed(so, sn) {
 					return true
 				}
 			}
