@@ -23,6 +23,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // envChild marks the re-executed test process that runs inside the new namespace.
@@ -37,9 +38,11 @@ func RequireRoot(tb testing.TB) {
 }
 
 // Isolate runs the calling test again in a child process inside a fresh network
-// namespace. It returns true in that child (the test goes on there, with loopback up and
-// IPv4 forwarding on) and false in the parent, after the child has finished and its
-// output and result were reported. Usage: `if !netdevtest.Isolate(t) { return }`.
+// namespace and a private mount namespace. It returns true in that child (the test goes
+// on there, with loopback up, IPv4 forwarding on and a private bpffs mounted on
+// /sys/fs/bpf, so pins never leak into the machine) and false in the parent, after the
+// child has finished and its output and result were reported.
+// Usage: `if !netdevtest.Isolate(t) { return }`.
 func Isolate(t *testing.T) bool {
 	t.Helper()
 	RequireRoot(t)
@@ -53,7 +56,7 @@ func Isolate(t *testing.T) bool {
 	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), envChild+"="+t.Name())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
@@ -84,6 +87,13 @@ func regexpQuote(name string) string {
 }
 
 func setupNode(t *testing.T) {
+	// Mounts made here must not propagate to the machine.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		t.Fatalf("make mounts private: %v", err)
+	}
+	if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount a private bpffs on /sys/fs/bpf: %v", err)
+	}
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		t.Fatalf("loopback: %v", err)
