@@ -22,6 +22,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/strictgate/strictgate/agent/rules"
 )
@@ -98,6 +99,9 @@ func Open(opts Options) (*Datapath, error) {
 	d := &Datapath{opts: opts, root: opts.pinRoot()}
 	var copts ebpf.CollectionOptions
 	if !opts.Ephemeral {
+		if err := checkBPFFS(d.root); err != nil {
+			return nil, err
+		}
 		for _, dir := range []string{d.mapDir(), d.linkDir()} {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return nil, fmt.Errorf("create pin directory: %w", err)
@@ -140,6 +144,29 @@ func Open(opts Options) (*Datapath, error) {
 		}
 	}
 	return d, nil
+}
+
+// checkBPFFS fails unless root is (or would be created) on a bpf filesystem.
+func checkBPFFS(root string) error {
+	dir := filepath.Clean(root)
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(dir, &st)
+		if err == nil {
+			if st.Type != unix.BPF_FS_MAGIC {
+				return fmt.Errorf("pin root %s: %s is not on a bpf filesystem: mount one (mount -t bpf bpf /sys/fs/bpf)", root, dir)
+			}
+			return nil
+		}
+		if !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("pin root %s: %w", root, err)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return fmt.Errorf("pin root %s: no existing parent directory", root)
+		}
+		dir = parent
+	}
 }
 
 // isPinnedMap reports whether a map of the object is shared through the pin root;
