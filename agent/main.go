@@ -1,0 +1,210 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/strictgate/strictgate/agent/compile"
+	"github.com/strictgate/strictgate/agent/datapath"
+	"github.com/strictgate/strictgate/agent/events"
+	"github.com/strictgate/strictgate/agent/rules"
+)
+
+// PodByIP returns the (non host-network) pod with address ip, from the informer cache.
+func (a *Agent) PodByIP(ip netip.Addr) (types.NamespacedName, bool) {
+	objs, err := a.podInf.GetIndexer().ByIndex(podIPIndex, ip.Unmap().String())
+	if err != nil {
+		return types.NamespacedName{}, false
+	}
+	for _, o := range objs {
+		// Terminated pods may still hold an address a new pod reuses: prefer live ones.
+		if p, ok := o.(*corev1.Pod); ok && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			return types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, true
+		}
+	}
+	return types.NamespacedName{}, false
+}
+
+// PodByIfindex returns the local pod attached on interface ifindex.
+func (a *Agent) PodByIfindex(ifindex int) (types.NamespacedName, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, st := range a.pods {
+		if st.ifindex == ifindex {
+			return k, true
+		}
+	}
+	return types.NamespacedName{}, false
+}
+
+// Rule resolves a rule ID of the compiler.
+func (a *Agent) Rule(id rules.RuleID) (compile.RuleRef, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.comp.Rule(id)
+}
+
+// NamespaceOfIfindex labels kernel counters.
+func (a *Agent) NamespaceOfIfindex(ifindex int) (string, bool) {
+	k, ok := a.PodByIfindex(ifindex)
+	return k.Namespace, ok
+}
+
+var _ events.Resolver = (*Agent)(nil)
+
+// RESTConfig loads kubeconfig, or the in-cluster configuration when it is empty.
+func RESTConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster configuration (pass --kubeconfig outside a cluster): %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	return c, nil
+}
+
+// ConfigureDatapath applies the node-wide switches of cfg.
+func ConfigureDatapath(d *datapath.Datapath, cfg Config) error {
+	em, err := events.ParseMode(cfg.EventMode)
+	if err != nil {
+		return err
+	}
+	if err := d.SetEventMode(em.DatapathMode()); err != nil {
+		return fmt.Errorf("set event mode: %w", err)
+	}
+	burst := uint32(cfg.EventRate / 5)
+	if burst == 0 && cfg.EventRate > 0 {
+		burst = 1
+	}
+	if err := d.SetRateLimit(uint32(cfg.EventRate), burst); err != nil {
+		return fmt.Errorf("set event rate: %w", err)
+	}
+	if err := d.SetGlobalAudit(cfg.Mode == ModeAudit); err != nil {
+		return fmt.Errorf("set audit: %w", err)
+	}
+	if err := d.SetAllowHost(cfg.AllowHost); err != nil {
+		return fmt.Errorf("set allow-host: %w", err)
+	}
+	return nil
+}
+
+// Main runs the agent process: datapath, API client, event log, metrics server and the
+// reconciler, until ctx ends. stdout receives the policy event log.
+func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	rc, err := RESTConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.UserAgent = "strictgate-agent/" + cfg.NodeName
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	// Adopt the pins (keeping rules, conntrack and counters) and move attached pods onto
+	// this binary's programs.
+	dp, err := datapath.Open(datapath.Options{PinRoot: cfg.PinRoot, UpgradePrograms: true})
+	if err != nil {
+		return fmt.Errorf("open datapath: %w", err)
+	}
+	defer dp.Close()
+	if err := ConfigureDatapath(dp, cfg); err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp), Registerer: reg, Log: log})
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(events.NewCollector(dp, a.NamespaceOfIfindex))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+
+	w := stdout
+	if cfg.EventLogFile != "" {
+		f, err := os.OpenFile(cfg.EventLogFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o640)
+		if err != nil {
+			return fmt.Errorf("open event log: %w", err)
+		}
+		defer f.Close()
+		w = io.MultiWriter(stdout, f)
+	}
+	em, _ := events.ParseMode(cfg.EventMode)
+	if em != events.ModeNone {
+		rd, err := dp.NewEventReader()
+		if err != nil {
+			return err
+		}
+		go func() { errc <- events.Run(ctx, rd, events.NewLogger(w, cfg.NodeName, em, a)) }()
+	}
+	if cfg.MetricsAddr != "" {
+		srv, err := serveMetrics(ctx, cfg.MetricsAddr, reg, a)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	go func() { errc <- a.Run(ctx) }()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+	}
+	cancel()
+	return nil
+}
+
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, a *Agent) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-a.Ready():
+			fmt.Fprintln(w, "ok")
+		default:
+			http.Error(w, "starting: caches syncing or start-up reconcile running", http.StatusServiceUnavailable)
+		}
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error(err, "metrics server")
+		}
+	}()
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return srv, nil
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/strictgate/strictgate/cni"
+)
+
+func init() {
+	register("cni", "chained CNI plugin (run by the container runtime); 'cni install' sets it up on a node", runCNI)
+	// Runtimes execute /opt/cni/bin/strictgate without arguments, the command in
+	// CNI_COMMAND: treat that as `strictgate cni`.
+	if len(os.Args) == 1 && os.Getenv("CNI_COMMAND") != "" {
+		os.Args = append(os.Args, "cni")
+	}
+}
+
+func runCNI(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "install" && args[0] != "uninstall" && args[0] != "entry" {
+		cni.Main() // speaks the CNI protocol on stdin/stdout and exits on error
+		return nil
+	}
+	fs := flag.NewFlagSet("strictgate cni "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mode := fs.String("mode", cni.ModeStrict, "enforcement mode: strict, standard or audit (as the agent's --mode)")
+	pinRoot := fs.String("pin-root", "/sys/fs/bpf/strictgate", "bpffs directory of the datapath's pins")
+	logFile := fs.String("log-file", "", "plugin log file on the node (the runtime discards stderr)")
+	binDir := fs.String("bin-dir", "/opt/cni/bin", "CNI binary directory to install the plugin into")
+	confDir := fs.String("conf-dir", "/etc/cni/net.d", "CNI configuration directory whose first .conflist gets the strictgate entry")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	switch *mode {
+	case cni.ModeStrict, cni.ModeStandard, cni.ModeAudit:
+	default:
+		return fmt.Errorf("unknown --mode %q: want strict, standard or audit", *mode)
+	}
+	entry := cni.Entry(*mode, *pinRoot, *logFile)
+	switch args[0] {
+	case "entry":
+		b, err := cni.EntryJSON(*mode, *pinRoot, *logFile)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, string(b))
+		return nil
+	case "uninstall":
+		path, changed, err := cni.PatchConfList(*confDir, entry, true)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed strictgate from %s (changed: %v)\n", path, changed)
+		return nil
+	}
+	if err := cni.InstallBinary(*binDir); err != nil {
+		return err
+	}
+	path, changed, err := cni.PatchConfList(*confDir, entry, false)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "installed %s/%s; chained into %s (changed: %v)\n", *binDir, cni.PluginType, path, changed)
+	return nil
+}
