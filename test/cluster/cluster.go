@@ -466,6 +466,21 @@ func (c Config) connect(bins map[string]binary) (*Cluster, error) {
 		return nil, fmt.Errorf("load admin kubeconfig: %w", err)
 	}
 	rc.QPS, rc.Burst = 50, 100
+	// Inline the PEM data: client-go caches TLS transports by config, and a cluster
+	// started again has a new CA behind the same file names.
+	for _, f := range []struct {
+		file *string
+		data *[]byte
+	}{{&rc.CAFile, &rc.CAData}, {&rc.CertFile, &rc.CertData}, {&rc.KeyFile, &rc.KeyData}} {
+		if *f.file == "" {
+			continue
+		}
+		b, err := os.ReadFile(*f.file)
+		if err != nil {
+			return nil, fmt.Errorf("load admin credentials: %w", err)
+		}
+		*f.data, *f.file = b, ""
+	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, err

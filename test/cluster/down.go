@@ -113,7 +113,9 @@ func (c Config) removeFiles(ctx context.Context) []error {
 		}
 	}
 	cache, _ := filepath.Glob("/var/lib/cni/results/" + cniNetName + "-*")
-	for _, p := range cache {
+	// containerd's go-cni names every pod's lo network cni-loopback.
+	lo, _ := filepath.Glob("/var/lib/cni/results/cni-loopback-*")
+	for _, p := range append(cache, lo...) {
 		rm(p)
 	}
 	rec := preexisting{Paths: map[string]bool{}}

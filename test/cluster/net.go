@@ -43,19 +43,19 @@ func (c Config) nftRuleset() string {
 	set ports { type inet_service; flags interval; elements = { %[3]s } }
 	chain input {
 		type filter hook input priority filter - 10; policy accept;
-		iifname @external tcp dport @ports drop
-		iifname @external udp dport 30000-32767 drop
-		iifname != "lo" meta nfproto ipv6 tcp dport @ports drop
-		iifname != "lo" ip saddr != %[4]s tcp dport @ports drop
+		iifname @external tcp dport @ports counter drop
+		iifname @external udp dport 30000-32767 counter drop
+		iifname != "lo" meta nfproto ipv6 tcp dport @ports counter drop
+		iifname != "lo" ip saddr != %[4]s tcp dport @ports counter drop
 	}
 	chain forward {
 		type filter hook forward priority filter - 10; policy accept;
-		oifname @external ip saddr %[4]s drop
-		oifname @external ip daddr { %[4]s, %[5]s } drop
+		oifname @external ip saddr %[4]s counter drop
+		oifname @external ip daddr { %[4]s, %[5]s } counter drop
 	}
 	chain output {
 		type filter hook output priority filter - 10; policy accept;
-		oifname @external ip daddr { %[4]s, %[5]s } drop
+		oifname @external ip daddr { %[4]s, %[5]s } counter drop
 	}
 }
 `, nftTable, strings.Join(ext, ", "), clusterPorts, c.PodCIDR, c.ServiceCIDR)

@@ -1,5 +1,5 @@
 // Command cluster starts, stops and inspects the one-node test cluster (make
-// cluster-up, cluster-down, cluster-status).
+// cluster-up, cluster-down, cluster-status), and imports image tarballs into it.
 package main
 
 import (
@@ -16,8 +16,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status")
+	if len(os.Args) < 2 || (os.Args[1] != "import" && len(os.Args) != 2) {
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|import IMAGE.tar...")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -65,6 +65,17 @@ func main() {
 			fmt.Println("\ncluster is not (fully) up: make cluster-up")
 			os.Exit(1)
 		}
+	case "import":
+		cl, err := cluster.Up(ctx, cfg, os.Stderr)
+		if err != nil {
+			fail(err)
+		}
+		for _, tarball := range os.Args[2:] {
+			if err := cl.ImportImage(ctx, tarball); err != nil {
+				fail(err)
+			}
+			fmt.Println("cluster: imported", tarball)
+		}
 	default:
 		fail(fmt.Errorf("unknown sub-command %q: want up, down or status", os.Args[1]))
 	}
@@ -84,7 +95,7 @@ one-node cluster: node %s (%s), pods %s, services %s
 		fmt.Println("  kubectl get pods -A        # test/tools/build.sh kubectl builds a matching one")
 	}
 	fmt.Printf(`  images: %s (probe serve: tcp 8080, udp 8081, http 8082), %s
-  import an image tarball: go run ./test/cluster/cmd/cluster ... or cluster.(*Cluster).ImportImage in Go
+  import an image tarball: go run ./test/cluster/cmd/cluster import IMAGE.tar  (Go: (*cluster.Cluster).ImportImage)
   logs: %s
   make cluster-status | make cluster-down
 `, cluster.ProbeImage, cluster.PauseImage, filepath.Join(c.Dir, "logs"))
