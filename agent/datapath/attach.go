@@ -367,6 +367,9 @@ func (d *Datapath) upgradePrograms() error {
 				}
 				l.Close()
 			case AttachTC:
+				if !hasOurFilter(p.Ifindex, h.parent) {
+					continue // interface gone (maybe its index reused): never attach elsewhere
+				}
 				if err := netlink.FilterReplace(d.tcFilter(p.Ifindex, h.parent, h.name, d.program(h.dir))); err != nil {
 					errs = append(errs, fmt.Errorf("upgrade filter of interface %d: %w", p.Ifindex, err))
 				}
@@ -374,6 +377,25 @@ func (d *Datapath) upgradePrograms() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hasOurFilter reports whether ifindex carries strictgate's cls_bpf filter at parent.
+func hasOurFilter(ifindex int, parent uint32) bool {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return false
+	}
+	fs, err := netlink.FilterList(l, parent)
+	if err != nil {
+		return false
+	}
+	for _, f := range fs {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == filterHandle && bf.Priority == filterPriority &&
+			len(bf.Name) >= len("strictgate_") && bf.Name[:len("strictgate_")] == "strictgate_" {
+			return true
+		}
+	}
+	return false
 }
 
 type ephemeralLink struct {

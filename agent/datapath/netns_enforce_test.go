@@ -174,7 +174,7 @@ func testNetnsEnforcement(t *testing.T, forceTC bool) {
 		t.Errorf("%d prefixes left in the trie after detaching every pod", d.idx.total)
 	}
 	runFlowChecks(t, []flowCheck{{"after detach", c, netip.AddrPortFrom(b.v4, 8080), false, true}})
-	if err := d.Remove(); err != nil {
+	if err := env.inNode(d.Remove); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
 	if _, err := os.Stat(root); err == nil {

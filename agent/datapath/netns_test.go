@@ -230,14 +230,9 @@ func tempPinRoot(t *testing.T) string {
 	}
 	root := filepath.Join(base, "sgtest-"+randomID())
 	t.Cleanup(func() {
-		if _, err := os.Stat(root); err == nil {
-			// A failed test: remove what is left (links first so programs detach).
-			d, err := Open(Options{PinRoot: root})
-			if err == nil {
-				d.Remove()
-			}
-			os.RemoveAll(root)
-		}
+		// After a failed test: unpinning is enough (links detach with their last
+		// reference; tc filters vanish with the test's namespaces).
+		os.RemoveAll(root)
 	})
 	return root
 }
@@ -433,6 +428,34 @@ func (e *nsEnv) attachedPrograms(ifindex int) (tcx, filters int, clsact bool) {
 		return nil
 	})
 	return
+}
+
+// attachedProgramIDs returns the ids of the programs attached to an interface (tcx or tc).
+func (e *nsEnv) attachedProgramIDs(ifindex int) []ebpf.ProgramID {
+	var ids []ebpf.ProgramID
+	e.inNode(func() error {
+		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+			if r, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at}); err == nil {
+				for _, p := range r.Programs {
+					ids = append(ids, p.ID)
+				}
+			}
+		}
+		l, err := netlink.LinkByIndex(ifindex)
+		if err != nil {
+			return err
+		}
+		for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+			fs, _ := netlink.FilterList(l, parent)
+			for _, f := range fs {
+				if bf, ok := f.(*netlink.BpfFilter); ok {
+					ids = append(ids, ebpf.ProgramID(bf.Id))
+				}
+			}
+		}
+		return nil
+	})
+	return ids
 }
 
 // pinsLeft lists the files under a pin root.
