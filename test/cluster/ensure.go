@@ -56,6 +56,17 @@ func Ensure(t testing.TB) *Cluster {
 	return ensureCluster
 }
 
+// WithExclusiveLock runs f while no test process uses the cluster (tests hold the
+// lock shared from Ensure until they exit), waiting up to timeout for them.
+func WithExclusiveLock(cfg Config, timeout time.Duration, f func() error) error {
+	l, err := lock(cfg, syscall.LOCK_EX, timeout)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	return f()
+}
+
 // lock opens the cluster's lock file and takes how (LOCK_EX or LOCK_SH), polling so a
 // wait can end.
 func lock(cfg Config, how int, timeout time.Duration) (*os.File, error) {

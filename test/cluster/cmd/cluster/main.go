@@ -30,7 +30,11 @@ func main() {
 	case "up":
 		ctx, cancel := context.WithTimeout(ctx, 60*time.Minute)
 		defer cancel()
-		cl, err := cluster.Up(ctx, cfg, os.Stdout)
+		var cl *cluster.Cluster
+		err := cluster.WithExclusiveLock(cfg, 5*time.Minute, func() (err error) {
+			cl, err = cluster.Up(ctx, cfg, os.Stdout)
+			return err
+		})
 		if err != nil {
 			fail(err)
 		}
@@ -39,7 +43,8 @@ func main() {
 		}
 		usage(cl)
 	case "down":
-		if err := cluster.Down(ctx, cfg, os.Stdout); err != nil {
+		fmt.Println("cluster: waiting for tests using the cluster to finish (if any)")
+		if err := cluster.WithExclusiveLock(cfg, 30*time.Minute, func() error { return cluster.Down(ctx, cfg, os.Stdout) }); err != nil {
 			fail(err)
 		}
 	case "status":
