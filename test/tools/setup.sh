@@ -2,7 +2,7 @@
 # setup.sh — makes a fresh machine ready for `make test`: Debian packages the build and
 # tests need, and bpffs. Safe to run again: it installs only what is missing.
 set -euo pipefail
-pkgs=(clang llvm libbpf-dev linux-libc-dev iproute2 libseccomp-dev nftables iptables conntrack socat)
+pkgs=(clang llvm libbpf-dev linux-libc-dev iproute2 libseccomp-dev nftables iptables conntrack socat gcc libc6-dev pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
