@@ -306,9 +306,17 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 	return PARSE_OK; /* other protocols: judged by protocol alone, port 0 */
 }
 
-static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+/*
+ * Global (not static) functions are verified once, on their own, instead of at every
+ * call site: this keeps the IPv6 extension-header walk and the rule scan from
+ * multiplying the verifier's states in handle().
+ */
+__attribute__((noinline)) int sg_parse(struct __sk_buff *skb, struct pkt *p)
 {
 	__u32 off = ETH_HLEN;
+
+	if (!skb || !p)
+		return PARSE_BAD;
 
 	if (skb->protocol == bpf_htons(ETH_P_ARP))
 		return PARSE_LINK_LOCAL;
@@ -406,10 +414,12 @@ static long scan_port_rule(__u32 i, void *data)
  * The decision for the first packet of a flow: exactly rules.DirectionRules.Lookup.
  * remote is the peer address, dport the destination port in network order (0 if none).
  */
-static __always_inline __u32 policy_eval(const struct sg_pod *pod, __u32 dir, const __u8 *remote,
-					 __u8 proto, __u16 dport, __u32 *rule)
+__attribute__((noinline)) int sg_policy_eval(const struct sg_pod_dir *pd, const struct sg_addr *remote, __u32 proto,
+					     __u32 dport, __u32 *rule)
 {
-	switch (pod->dir[dir & 1].state) {
+	if (!pd || !remote || !rule)
+		return SG_VERDICT_DENY;
+	switch (pd->state) {
 	case SG_STATE_UNPROGRAMMED_DENY:
 		*rule = SG_RULE_UNPROGRAMMED;
 		return SG_VERDICT_DENY;
@@ -428,9 +438,9 @@ static __always_inline __u32 policy_eval(const struct sg_pod *pod, __u32 dir, co
 
 	struct sg_lpm_key k = {};
 	k.prefixlen = 64 + 128;
-	k.ruleset = pod->dir[dir & 1].ruleset;
-	k.family = addr_family(remote);
-	__builtin_memcpy(k.addr, remote, 16);
+	k.ruleset = pd->ruleset;
+	k.family = addr_family(remote->addr);
+	__builtin_memcpy(k.addr, remote->addr, 16);
 
 	*rule = SG_RULE_NONE;
 	struct sg_lpm_val *v = bpf_map_lookup_elem(&sg_rules, &k);
@@ -439,7 +449,7 @@ static __always_inline __u32 policy_eval(const struct sg_pod *pod, __u32 dir, co
 
 	struct scan_ctx c = {
 		.offset = v->offset,
-		.port = has_ports(proto) ? bpf_ntohs(dport) : 0,
+		.port = has_ports(proto) ? bpf_ntohs((__u16)dport) : 0,
 		.proto = proto,
 	};
 	__u32 n = v->count;
@@ -450,6 +460,12 @@ static __always_inline __u32 policy_eval(const struct sg_pod *pod, __u32 dir, co
 		return SG_VERDICT_DENY;
 	*rule = c.rule;
 	return SG_VERDICT_ALLOW;
+}
+
+static __always_inline __u32 policy_eval(const struct sg_pod *pod, __u32 dir, const __u8 *remote, __u8 proto,
+					 __u16 dport, __u32 *rule)
+{
+	return sg_policy_eval(&pod->dir[dir & 1], (const struct sg_addr *)remote, proto, dport, rule);
 }
 
 static __always_inline __u64 ct_timeout(__u32 flags, __u8 proto)
@@ -629,7 +645,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u32 dir)
 	struct sg_ct_key ck = {};
 	const __u8 *remote, *local;
 
-	int pr = parse(skb, &p);
+	int pr = sg_parse(skb, &p);
 	if (dir == SG_DIR_EGRESS) {
 		local = p.src;
 		remote = p.dst;
@@ -719,13 +735,10 @@ static __always_inline int handle(struct __sk_buff *skb, const __u32 dir)
 					__sync_fetch_and_or(&ct->flags, SG_CT_AUDITED);
 				d.verdict = SG_VERDICT_AUDIT;
 			} else {
+				/* Cut: the packet is judged below as a new flow (and reported so). */
 				stat_inc(SG_STAT_CT_RECHECK_DENIED);
 				bpf_map_delete_elem(&sg_ct, &ck);
 				ct = NULL;
-				/* Emit the cut as its own event; the packet is judged below as new. */
-				d.verdict = SG_VERDICT_DENY;
-				emit_event(skb, cfg, pod, key, dir, &p, &d, now);
-				d.event = 0;
 			}
 		} else {
 			d.verdict = (flags & SG_CT_AUDITED) ? SG_VERDICT_AUDIT : SG_VERDICT_ALLOW;
