@@ -17,14 +17,13 @@ import (
 type batch struct {
 	c     *Compiler
 	memo  map[string]rules.DirectionRules
-	addrs map[*ruleInfo]*ruleAddrs
 	svcs  []svcTarget
 	svcOK bool
 	key   []byte
 }
 
 func newBatch(c *Compiler) *batch {
-	return &batch{c: c, memo: map[string]rules.DirectionRules{}, addrs: map[*ruleInfo]*ruleAddrs{}}
+	return &batch{c: c, memo: map[string]rules.DirectionRules{}}
 }
 
 // ruleAddrs are the addresses a rule's peers select, independent of the target pod.
@@ -48,7 +47,7 @@ var (
 func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
 func (b *batch) ruleAddrs(polNS string, d rules.Direction, r *ruleInfo) *ruleAddrs {
-	if ra, ok := b.addrs[r]; ok {
+	if ra, ok := b.c.addrs[r]; ok {
 		return ra
 	}
 	ra := &ruleAddrs{}
@@ -109,7 +108,7 @@ func (b *batch) ruleAddrs(polNS string, d rules.Direction, r *ruleInfo) *ruleAdd
 			}
 		}
 	}
-	b.addrs[r] = ra
+	b.c.addrs[r] = ra
 	return ra
 }
 

@@ -35,6 +35,9 @@ type Compiler struct {
 	table       ruleTable
 	out         map[types.NamespacedName]*rules.PodRules
 	dirty       map[types.NamespacedName]struct{}
+	// addrs caches the addresses each rule's peers select, across updates; a change
+	// that can alter a rule's selection deletes its entry.
+	addrs map[*ruleInfo]*ruleAddrs
 }
 
 // nsPods indexes the pods of one namespace by label.
@@ -58,6 +61,7 @@ func New() *Compiler {
 		table:       newRuleTable(),
 		out:         map[types.NamespacedName]*rules.PodRules{},
 		dirty:       map[types.NamespacedName]struct{}{},
+		addrs:       map[*ruleInfo]*ruleAddrs{},
 	}
 }
 
@@ -282,26 +286,29 @@ func (c *Compiler) changeNamespace(name string, l map[string]string, present boo
 		return // no pods there: no peer changed
 	}
 	for _, pol := range c.policies {
-		if c.policyUsesNamespace(pol, old, nw) {
+		if c.namespaceChange(pol, old, nw) {
 			c.dirtyTargets(pol)
 		}
 	}
 }
 
-func (c *Compiler) policyUsesNamespace(pol *policyInfo, old, nw labels.Set) bool {
+// namespaceChange reports whether the rules of pol select other pods once a namespace's
+// labels change from old to nw (its pods unchanged), forgetting the affected rules'
+// cached addresses.
+func (c *Compiler) namespaceChange(pol *policyInfo, old, nw labels.Set) bool {
+	changed := false
 	for d := range pol.rules {
-		if !pol.has[d] {
-			continue
-		}
 		for _, r := range pol.rules[d] {
 			for _, pe := range r.peers {
-				if pe.nsSel != nil && (pe.nsSel.Matches(old) || pe.nsSel.Matches(nw)) {
-					return true
+				if pe.nsSel != nil && pe.nsSel.Matches(old) != pe.nsSel.Matches(nw) {
+					delete(c.addrs, r)
+					changed = changed || pol.has[d]
+					break
 				}
 			}
 		}
 	}
-	return false
+	return changed
 }
 
 func (c *Compiler) setPod(key types.NamespacedName, p *podInfo) {
@@ -365,36 +372,43 @@ func (c *Compiler) changePod(key types.NamespacedName, p *podInfo) {
 }
 
 // peerChange reports whether the rules of pol can differ between a world with pod
-// version old and one with version nw (either may be nil) as a peer.
+// version old and one with version nw (either may be nil) as a peer, forgetting the
+// affected rules' cached addresses.
 func (c *Compiler) peerChange(pol *policyInfo, old, nw *podInfo, addrChange bool) bool {
 	changed := func(so, sn bool) bool { return so != sn || (addrChange && (so || sn)) }
 	isPeer := func(p *podInfo) bool { return p != nil && p.peer() }
+	any := false
 	for d := range pol.rules {
-		if !pol.has[d] {
-			continue
-		}
 		for _, r := range pol.rules[d] {
-			namedEgress := rules.Direction(d) == rules.Egress && len(r.named) > 0
-			if r.all && namedEgress && changed(isPeer(old), isPeer(nw)) {
-				return true
+			if c.ruleChange(pol, rules.Direction(d), r, old, nw, changed, isPeer) {
+				delete(c.addrs, r)
+				any = any || pol.has[d]
 			}
-			for i := range r.peers {
-				pe := &r.peers[i]
-				var so, sn bool
-				if pe.block {
-					if !namedEgress {
-						continue
-					}
-					so = isPeer(old) && slices.ContainsFunc(old.ips, pe.admits)
-					sn = isPeer(nw) && slices.ContainsFunc(nw.ips, pe.admits)
-				} else {
-					so = isPeer(old) && c.peerSelects(pol.key.Namespace, pe, old)
-					sn = isPeer(nw) && c.peerSelects(pol.key.Namespace, pe, nw)
-				}
-				if changed(so, sn) {
-					return true
-				}
+		}
+	}
+	return any
+}
+
+func (c *Compiler) ruleChange(pol *policyInfo, d rules.Direction, r *ruleInfo, old, nw *podInfo, changed func(bool, bool) bool, isPeer func(*podInfo) bool) bool {
+	namedEgress := d == rules.Egress && len(r.named) > 0
+	if r.all && namedEgress && changed(isPeer(old), isPeer(nw)) {
+		return true
+	}
+	for i := range r.peers {
+		pe := &r.peers[i]
+		var so, sn bool
+		if pe.block {
+			if !namedEgress {
+				continue
 			}
+			so = isPeer(old) && slices.ContainsFunc(old.ips, pe.admits)
+			sn = isPeer(nw) && slices.ContainsFunc(nw.ips, pe.admits)
+		} else {
+			so = isPeer(old) && c.peerSelects(pol.key.Namespace, pe, old)
+			sn = isPeer(nw) && c.peerSelects(pol.key.Namespace, pe, nw)
+		}
+		if changed(so, sn) {
+			return true
 		}
 	}
 	return false
@@ -439,6 +453,7 @@ func (c *Compiler) setPolicy(key types.NamespacedName, p *policyInfo) {
 		for d := range old.rules {
 			for _, r := range old.rules[d] {
 				c.table.release(r.ref)
+				delete(c.addrs, r)
 			}
 		}
 		delete(c.policies, key)

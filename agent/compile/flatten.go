@@ -9,133 +9,109 @@ import (
 )
 
 // flat gathers rule items (cidr, excepts, ports) and turns them into LPM entries.
+//
+// Items are sorted by (address, prefix length): prefixes nest like intervals, so one
+// sweep with a stack of the enclosing prefixes finds, for every prefix, the items
+// that cover it, without maps or per-prefix allocations.
 type flat struct {
-	groups map[netip.Prefix]*group
-	holes  map[netip.Prefix]struct{} // excepts: prefixes that must exist as entries
-	lens   [2][]int                  // [0]=IPv4, [1]=IPv6: prefix lengths present, descending
-	seen   [2][129]bool
+	items []flatItem
+	ports []rules.PortRule // items' ports, by index range
 }
 
-// group is every item with the same cidr.
-type group struct {
-	ports []rules.PortRule // items without excepts
-	ex    []exItem
+type flatItem struct {
+	prefix      netip.Prefix
+	except      []netip.Prefix
+	first, last int32 // ports[first:last]
+	hole        bool  // an except: only makes the prefix exist
 }
 
-type exItem struct {
-	except []netip.Prefix
-	ports  []rules.PortRule
-}
-
-func newFlat() *flat {
-	return &flat{groups: map[netip.Prefix]*group{}, holes: map[netip.Prefix]struct{}{}}
-}
-
-func family(p netip.Prefix) int {
-	if p.Addr().Is4() {
-		return 0
-	}
-	return 1
-}
-
-func (f *flat) addLen(p netip.Prefix) {
-	fam, bits := family(p), p.Bits()
-	if !f.seen[fam][bits] {
-		f.seen[fam][bits] = true
-		f.lens[fam] = append(f.lens[fam], bits)
-	}
-}
+func newFlat() *flat { return &flat{} }
 
 func (f *flat) add(cidr netip.Prefix, except []netip.Prefix, ports []rules.PortRule) {
-	g := f.groups[cidr]
-	if g == nil {
-		g = &group{}
-		f.groups[cidr] = g
-		f.addLen(cidr)
-	}
-	if len(except) == 0 {
-		g.ports = append(g.ports, ports...)
-		return
-	}
-	g.ex = append(g.ex, exItem{except: except, ports: slices.Clone(ports)})
+	first := int32(len(f.ports))
+	f.ports = append(f.ports, ports...)
+	f.items = append(f.items, flatItem{prefix: cidr, except: except, first: first, last: int32(len(f.ports))})
 	for _, e := range except {
-		if _, ok := f.groups[e]; !ok {
-			f.holes[e] = struct{}{}
-		}
-		f.addLen(e)
+		f.items = append(f.items, flatItem{prefix: e, hole: true})
 	}
 }
 
 // containsPrefix reports whether outer ⊇ inner.
 func containsPrefix(outer, inner netip.Prefix) bool {
-	return outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
+	return outer.Addr().Is4() == inner.Addr().Is4() && outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// level is one distinct prefix on the sweep's stack.
+type level struct {
+	prefix      netip.Prefix
+	first, last int // its items: f.items[first:last]
+	out         int // index of its entry in the output, -1 if dropped
 }
 
 func (f *flat) entries() []rules.Entry {
-	for fam := range f.lens {
-		slices.Sort(f.lens[fam])
-		slices.Reverse(f.lens[fam])
-	}
-	prefixes := make([]netip.Prefix, 0, len(f.groups)+len(f.holes))
-	for p := range f.groups {
-		prefixes = append(prefixes, p)
-	}
-	for p := range f.holes {
-		if _, ok := f.groups[p]; !ok {
-			prefixes = append(prefixes, p)
+	slices.SortFunc(f.items, func(a, b flatItem) int { return comparePrefix(a.prefix, b.prefix) })
+	var (
+		out   []rules.Entry
+		stack []level
+		buf   []rules.PortRule
+		arena []rules.PortRule
+	)
+	for i := 0; i < len(f.items); {
+		q := f.items[i].prefix
+		j := i + 1
+		for j < len(f.items) && f.items[j].prefix == q {
+			j++
 		}
-	}
-	// Shortest first, so that every entry's enclosing entries are decided before it.
-	slices.SortFunc(prefixes, func(a, b netip.Prefix) int {
-		if a.Bits() != b.Bits() {
-			return a.Bits() - b.Bits()
+		for len(stack) > 0 && !containsPrefix(stack[len(stack)-1].prefix, q) {
+			stack = stack[:len(stack)-1]
 		}
-		return a.Addr().Compare(b.Addr())
-	})
-	kept := make(map[netip.Prefix]int, len(prefixes))
-	out := make([]rules.Entry, 0, len(prefixes))
-	var ports []rules.PortRule
-	for _, q := range prefixes {
-		ports = ports[:0]
-		lens := f.lens[family(q)]
-		for _, l := range lens {
-			if l > q.Bits() {
-				continue
-			}
-			g := f.groups[netip.PrefixFrom(q.Addr(), l).Masked()]
-			if g == nil {
-				continue
-			}
-			ports = append(ports, g.ports...)
-			for _, it := range g.ex {
+		stack = append(stack, level{prefix: q, first: i, last: j, out: -1})
+		buf = buf[:0]
+		for _, l := range stack {
+			for _, it := range f.items[l.first:l.last] {
+				if it.hole || it.first == it.last {
+					continue
+				}
 				if !slices.ContainsFunc(it.except, func(e netip.Prefix) bool { return containsPrefix(e, q) }) {
-					ports = append(ports, it.ports...)
+					buf = append(buf, f.ports[it.first:it.last]...)
 				}
 			}
 		}
-		ports = normalizePorts(ports)
+		buf = normalizePorts(buf)
 		// Drop entries that change nothing: same ports as the nearest kept enclosing
-		// entry, or empty with no enclosing entry at all.
-		var parent []rules.PortRule
-		hasParent := false
-		for _, l := range lens {
-			if l >= q.Bits() {
-				continue
-			}
-			if i, ok := kept[netip.PrefixFrom(q.Addr(), l).Masked()]; ok {
-				parent, hasParent = out[i].Ports, true
+		// entry, or empty with no kept enclosing entry at all.
+		parent := -1
+		for k := len(stack) - 2; k >= 0; k-- {
+			if stack[k].out >= 0 {
+				parent = stack[k].out
 				break
 			}
 		}
-		if (hasParent && slices.Equal(parent, ports)) || (!hasParent && len(ports) == 0) {
+		if (parent >= 0 && slices.Equal(out[parent].Ports, buf)) || (parent < 0 && len(buf) == 0) {
+			i = j
 			continue
 		}
-		kept[q] = len(out)
-		out = append(out, rules.Entry{Prefix: q, Ports: slices.Clone(ports)})
+		var ports []rules.PortRule
+		if len(buf) > 0 {
+			if cap(arena)-len(arena) < len(buf) {
+				arena = make([]rules.PortRule, 0, max(1024, len(buf)))
+			}
+			n := len(arena)
+			arena = append(arena, buf...)
+			ports = arena[n:len(arena):len(arena)]
+		}
+		stack[len(stack)-1].out = len(out)
+		out = append(out, rules.Entry{Prefix: q, Ports: ports})
+		i = j
 	}
-	dr := rules.DirectionRules{Entries: out}
-	dr.Normalize()
-	return out
+	return out // already in rules.DirectionRules.Normalize order: (address, length)
 }
 
 // normalizePorts sorts port rules, merges overlapping or adjacent ranges of the same
@@ -279,4 +255,11 @@ func CheckLimits(r *rules.PodRules) error {
 		}
 	}
 	return nil
+}
+
+func family(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 0
+	}
+	return 1
 }

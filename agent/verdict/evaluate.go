@@ -44,8 +44,8 @@ type PodAddr struct {
 	IPs []netip.Addr
 }
 
-// Engines are the available engines by name; "go" always, "bpf" when built with the
-// datapath (see bpf.go).
+// Engines are the available engines by name: "go" always, "bpf" once package
+// agent/verdict/bpfengine is imported.
 var Engines = map[string]EngineFactory{
 	"go": NewGoEngine,
 }

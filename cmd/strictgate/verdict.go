@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/strictgate/strictgate/agent/verdict"
+	_ "github.com/strictgate/strictgate/agent/verdict/bpfengine" // --engine=bpf
 )
 
 func init() {

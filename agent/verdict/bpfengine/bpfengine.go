@@ -1,4 +1,7 @@
-package verdict
+// Package bpfengine is the "bpf" engine of package verdict: it judges flows by running
+// them as packets through the real eBPF program (BPF_PROG_TEST_RUN). Importing it
+// registers the engine; it is kept apart so that verdict itself needs no kernel.
+package bpfengine
 
 import (
 	"context"
@@ -14,10 +17,11 @@ import (
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/datapath/packet"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/agent/verdict"
 )
 
 func init() {
-	Engines["bpf"] = NewBPFEngine
+	verdict.Engines["bpf"] = New
 }
 
 // bpfEngine runs every query as a packet through the real eBPF program
@@ -53,9 +57,9 @@ var shared struct {
 	nextIfindex int
 }
 
-// NewBPFEngine opens a private datapath (root only) and programs pods into it as they
+// New opens a private datapath (root only) and programs pods into it as they
 // are queried.
-func NewBPFEngine(c *compile.Compiler, _ []PodAddr, nodeIPs []netip.Addr) (Engine, error) {
+func New(c *compile.Compiler, _ []verdict.PodAddr, nodeIPs []netip.Addr) (verdict.Engine, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the bpf engine loads eBPF programs and needs root; run as root or use --engine=go")
 	}
@@ -108,7 +112,7 @@ func (b *bpfEngine) register(ix int, r *rules.PodRules) error {
 	return err
 }
 
-func (b *bpfEngine) Judge(_ context.Context, q Query) (rules.Verdict, rules.RuleID, error) {
+func (b *bpfEngine) Judge(_ context.Context, q verdict.Query) (rules.Verdict, rules.RuleID, error) {
 	ix, err := b.pod(q.Pod)
 	if err != nil {
 		return rules.Deny, rules.RuleNone, err

@@ -1,4 +1,4 @@
-package compile_test
+package bpfengine_test
 
 import (
 	"context"
@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	"github.com/strictgate/strictgate/agent/compile"
+	"github.com/strictgate/strictgate/agent/compile/compiletest"
 	"github.com/strictgate/strictgate/agent/verdict"
+	_ "github.com/strictgate/strictgate/agent/verdict/bpfengine"
 )
 
 // TestPrivilegedEnginesAgree compiles random clusters and judges random flows with the
@@ -28,7 +30,7 @@ func TestPrivilegedEnginesAgree(t *testing.T) {
 	node := netip.MustParseAddr("10.0.2.2") // also a pod address in some scenarios: host wins in both
 	checked, allowed, byRule := 0, 0, 0
 	for seed := range scenarios {
-		s := compile.RandState(uint64(seed))
+		s := compile.State(compiletest.RandCluster(rand.New(rand.NewPCG(uint64(seed), 42))))
 		m := &verdict.Manifests{State: s}
 		goEv, err := verdict.NewEvaluator(m, "go", []netip.Addr{node})
 		if err != nil {
@@ -44,7 +46,7 @@ func TestPrivilegedEnginesAgree(t *testing.T) {
 				ends = append(ends, p.Namespace+"/"+p.Name, p.Namespace+"/"+p.Name) // pods twice: more policy decisions
 			}
 		}
-		for _, a := range compile.Remotes(s) {
+		for _, a := range compiletest.Remotes(compiletest.Cluster(s)) {
 			ends = append(ends, a.String())
 		}
 		r := rand.New(rand.NewPCG(uint64(seed), 99))
