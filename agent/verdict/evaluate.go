@@ -288,6 +288,9 @@ func (e *Evaluator) Evaluate(ctx context.Context, f Flow) (*Result, error) {
 	}
 	proto, _ := f.proto()
 	port := uint16(f.Port)
+	if proto == rules.ProtocolICMP {
+		port = 0
+	}
 	src, err := e.resolve(f.Src)
 	if err != nil {
 		return nil, fmt.Errorf("src: %w", err)

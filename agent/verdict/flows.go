@@ -16,7 +16,7 @@ type Flow struct {
 	// Src and Dst are "namespace/pod" or an IP address.
 	Src string `json:"src"`
 	Dst string `json:"dst"`
-	// Port is the destination port; not used for ICMP.
+	// Port is the destination port; ignored for ICMP.
 	Port int `json:"port"`
 	// Protocol is TCP (default), UDP, SCTP or ICMP.
 	Protocol string `json:"protocol,omitempty"`
@@ -47,10 +47,7 @@ func (f *Flow) check() error {
 		return err
 	}
 	if p == rules.ProtocolICMP {
-		if f.Port != 0 {
-			return fmt.Errorf("ICMP has no port (got %d)", f.Port)
-		}
-		return nil
+		return nil // ICMP has no port; one given is ignored
 	}
 	if f.Port < 1 || f.Port > 65535 {
 		return fmt.Errorf(`"port" must be 1-65535 for %s (got %d)`, p, f.Port)
