@@ -385,31 +385,6 @@ __attribute__((noinline)) int sg_parse(struct __sk_buff *skb, struct pkt *p)
 	return PARSE_BAD; /* other ethertypes (VLAN, MPLS, ...): fail closed */
 }
 
-struct scan_ctx {
-	__u32 offset;
-	__u32 rule;
-	__u16 port;
-	__u8 proto;
-	__u8 found;
-};
-
-static long scan_port_rule(__u32 i, void *data)
-{
-	struct scan_ctx *c = data;
-	__u32 idx = c->offset + i;
-	struct sg_port_rule *r = bpf_map_lookup_elem(&sg_port_rules, &idx);
-
-	if (!r)
-		return 1;
-	if (r->proto != 0 && r->proto != c->proto)
-		return 0;
-	if (c->port < r->first_port_host || c->port > r->last_port_host)
-		return 0;
-	c->rule = r->rule;
-	c->found = 1;
-	return 1;
-}
-
 /*
  * The decision for the first packet of a flow: exactly rules.DirectionRules.Lookup.
  * remote is the peer address, dport the destination port in network order (0 if none).
@@ -447,19 +422,25 @@ __attribute__((noinline)) int sg_policy_eval(const struct sg_pod_dir *pd, const 
 	if (!v || v->count == 0)
 		return SG_VERDICT_DENY;
 
-	struct scan_ctx c = {
-		.offset = v->offset,
-		.port = has_ports(proto) ? bpf_ntohs((__u16)dport) : 0,
-		.proto = proto,
-	};
+	__u32 off = v->offset;
 	__u32 n = v->count;
-	if (n > SG_MAX_PORT_RULES_PER_ENTRY)
-		n = SG_MAX_PORT_RULES_PER_ENTRY;
-	bpf_loop(n, scan_port_rule, &c, 0);
-	if (!c.found)
-		return SG_VERDICT_DENY;
-	*rule = c.rule;
-	return SG_VERDICT_ALLOW;
+	__u16 port = has_ports(proto) ? bpf_ntohs((__u16)dport) : 0;
+	/* A bounded loop, not bpf_loop: the callback call per rule costs more than the rule. */
+	for (__u32 i = 0; i < SG_MAX_PORT_RULES_PER_ENTRY; i++) {
+		if (i >= n)
+			break;
+		__u32 idx = off + i;
+		struct sg_port_rule *r = bpf_map_lookup_elem(&sg_port_rules, &idx);
+		if (!r)
+			break;
+		if (r->proto != 0 && r->proto != proto)
+			continue;
+		if (port < r->first_port_host || port > r->last_port_host)
+			continue;
+		*rule = r->rule;
+		return SG_VERDICT_ALLOW;
+	}
+	return SG_VERDICT_DENY;
 }
 
 static __always_inline __u32 policy_eval(const struct sg_pod *pod, __u32 dir, const __u8 *remote, __u8 proto,

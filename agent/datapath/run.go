@@ -62,5 +62,8 @@ func (d *Datapath) RunPacket(ifindex int, dir rules.Direction, frame []byte) (Re
 	return r, nil
 }
 
+// loopbackIfindex is SG_LOOPBACK_IFINDEX: test runs execute on lo.
+const loopbackIfindex = 1
+
 // testMagic is SG_TEST_MAGIC of strictgate.h ("SGTR").
 const testMagic = 0x53475452
