@@ -428,6 +428,10 @@ func TestDefaults(t *testing.T) {
 			t.Fatalf("want one CNI install init container, got %d", len(spec.InitContainers))
 		}
 		ic := spec.InitContainers[0]
+		icArgs := argMap(ic.Args)
+		if !slices.Equal(ic.Args[:2], []string{"cni", "install"}) || icArgs["--mode"] != "strict" || icArgs["--pin-root"] != args["--pin-root"] {
+			t.Errorf("CNI installer args %v: want `cni install` with the agent's mode and pin root", ic.Args)
+		}
 		if ic.SecurityContext == nil || !slices.Equal(ic.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(ic.SecurityContext.Capabilities.Add) != 0 {
 			t.Errorf("CNI installer security context %+v, want no capabilities", ic.SecurityContext)
 		}
