@@ -15,6 +15,8 @@
 package datapath
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -119,15 +121,15 @@ func Open(opts Options) (*Datapath, error) {
 	} else {
 		d.created = true
 	}
-	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
+	if err := spec.LoadAndAssign(&d.objs.bpfMaps, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("%w (%s): %v", ErrIncompatiblePins, d.root, err)
 		}
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load eBPF programs: %+v", verr)
-		}
-		return nil, fmt.Errorf("load eBPF programs: %w", err)
+		return nil, fmt.Errorf("load eBPF maps: %w", err)
+	}
+	if err := d.loadPrograms(spec); err != nil {
+		d.objs.Close()
+		return nil, err
 	}
 	if d.created {
 		cfg := bpfSgConfig{AllowHost: 1, EventMode: uint8(DefaultEventMode)}
@@ -142,8 +144,88 @@ func Open(opts Options) (*Datapath, error) {
 			d.objs.Close()
 			return nil, err
 		}
+		if !opts.Ephemeral {
+			if err := d.removeOldPrograms(); err != nil {
+				d.objs.Close()
+				return nil, fmt.Errorf("unpin old programs: %w", err)
+			}
+		}
 	}
 	return d, nil
+}
+
+// loadPrograms loads the programs against the maps of d. With pins, programs of this
+// very object are pinned under PinRoot/progs/<object hash>/ and reused by the next
+// Open (the CNI plugin opens once per pod: no verification then).
+func (d *Datapath) loadPrograms(spec *ebpf.CollectionSpec) error {
+	dir := filepath.Join(d.progDir(), objectHash())
+	if !d.opts.Ephemeral {
+		eg, err1 := ebpf.LoadPinnedProgram(filepath.Join(dir, bpfProgSgPodEgress), nil)
+		ig, err2 := ebpf.LoadPinnedProgram(filepath.Join(dir, bpfProgSgPodIngress), nil)
+		if err1 == nil && err2 == nil {
+			d.objs.SgPodEgress, d.objs.SgPodIngress = eg, ig
+			return nil
+		}
+		eg.Close()
+		ig.Close()
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	maps := map[string]*ebpf.Map{}
+	mv := &d.objs.bpfMaps
+	for name, m := range map[string]*ebpf.Map{
+		bpfMapSgBuckets: mv.SgBuckets, bpfMapSgCfg: mv.SgCfg, bpfMapSgCounters: mv.SgCounters,
+		bpfMapSgCt: mv.SgCt, bpfMapSgEvents: mv.SgEvents, bpfMapSgFrags: mv.SgFrags,
+		bpfMapSgHostAddrs: mv.SgHostAddrs, bpfMapSgPods: mv.SgPods, bpfMapSgPortRules: mv.SgPortRules,
+		bpfMapSgRules: mv.SgRules, bpfMapSgSlots: mv.SgSlots, bpfMapSgStats: mv.SgStats,
+	} {
+		maps[name] = m
+	}
+	err := spec.LoadAndAssign(&d.objs.bpfPrograms, &ebpf.CollectionOptions{MapReplacements: maps})
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return fmt.Errorf("load eBPF programs: %+v", verr)
+		}
+		return fmt.Errorf("load eBPF programs: %w", err)
+	}
+	if d.opts.Ephemeral {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create pin directory: %w", err)
+	}
+	for name, p := range map[string]*ebpf.Program{bpfProgSgPodEgress: d.objs.SgPodEgress, bpfProgSgPodIngress: d.objs.SgPodIngress} {
+		// Losing a race with another process pinning the same object is fine.
+		if err := p.Pin(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("pin program %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// objectHash identifies the embedded eBPF object (pinned programs are reused only by
+// the same object).
+func objectHash() string {
+	sum := sha256.Sum256(_BpfBytes)
+	return hex.EncodeToString(sum[:8])
+}
+
+// removeOldPrograms unpins programs of other objects (after UpgradePrograms moved
+// every pod to ours).
+func (d *Datapath) removeOldPrograms() error {
+	entries, err := os.ReadDir(d.progDir())
+	if err != nil {
+		return nil
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.Name() != objectHash() {
+			errs = append(errs, os.RemoveAll(filepath.Join(d.progDir(), e.Name())))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // checkBPFFS fails unless root is (or would be created) on a bpf filesystem.
@@ -177,6 +259,7 @@ func isPinnedMap(name string) bool {
 
 func (d *Datapath) mapDir() string  { return filepath.Join(d.root, "maps") }
 func (d *Datapath) linkDir() string { return filepath.Join(d.root, "links") }
+func (d *Datapath) progDir() string { return filepath.Join(d.root, "progs") }
 
 // PinRoot returns the directory the maps and links are pinned under ("" if Ephemeral).
 func (d *Datapath) PinRoot() string {
@@ -231,6 +314,9 @@ func (d *Datapath) Remove() error {
 			if err := m.Unpin(); err != nil {
 				errs = append(errs, fmt.Errorf("unpin map: %w", err))
 			}
+		}
+		if err := os.RemoveAll(d.progDir()); err != nil {
+			errs = append(errs, fmt.Errorf("unpin programs: %w", err))
 		}
 		for _, dir := range []string{d.linkDir(), d.mapDir(), d.root} {
 			if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -101,6 +101,7 @@ func testNetnsRestart(t *testing.T, forceTC bool) {
 		}
 	}
 	waitEchoes("before restart")
+	before := env.attachedProgramIDs(a.ifindex)
 
 	// Drop every Go object: no handle to any map, program or link is left in the process.
 	if err := d.Close(); err != nil {
@@ -136,6 +137,10 @@ func testNetnsRestart(t *testing.T, forceTC bool) {
 		}
 		id, _ := info.ID()
 		ours = append(ours, id)
+	}
+	// The same object: the pinned programs are reused, not loaded and verified again.
+	if !slices.Equal(ours, before) && !slices.Equal(ours, []ebpf.ProgramID{before[1], before[0]}) {
+		t.Errorf("adopting loaded new programs %v instead of reusing the pinned %v", ours, before)
 	}
 	for _, p := range env.pods {
 		ids := env.attachedProgramIDs(p.ifindex)
