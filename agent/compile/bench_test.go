@@ -100,7 +100,7 @@ func BenchmarkCompileFull(b *testing.B) {
 	var c *Compiler
 	for b.Loop() {
 		var err error
-		if c, err = Build(s); err != nil {
+		if c, err = Build(s, Options{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -111,7 +111,7 @@ func BenchmarkCompileFull(b *testing.B) {
 // which policies select it and which peers include it), in the 10k × 2k cluster.
 func BenchmarkIncrementalLabelChange(b *testing.B) {
 	s := benchState(100, 100)
-	c, err := Build(s)
+	c, err := Build(s, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func BenchmarkIncrementalLabelChange(b *testing.B) {
 // BenchmarkIncrementalPolicyChange: one policy's port changes back and forth.
 func BenchmarkIncrementalPolicyChange(b *testing.B) {
 	s := benchState(100, 100)
-	c, err := Build(s)
+	c, err := Build(s, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

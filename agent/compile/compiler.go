@@ -24,6 +24,7 @@ import (
 // keys of the pods whose rules changed (appeared, changed or disappeared), sorted.
 // A Compiler is not safe for concurrent use.
 type Compiler struct {
+	node        string // only pods on this node get rules ("" = all)
 	namespaces  map[string]labels.Set // declared namespaces, name label included
 	pods        map[types.NamespacedName]*podInfo
 	nsPods      map[string]*nsPods
@@ -47,9 +48,18 @@ type nsPods struct {
 	byLabel map[string]map[*podInfo]struct{} // key "k\x00v"
 }
 
+// Options tune a Compiler.
+type Options struct {
+	// Node, when set, compiles rules only for pods scheduled on that node
+	// (spec.nodeName), as the node agent needs; pods elsewhere still count as peers
+	// and backends. Empty compiles every pod (strictgate verdict).
+	Node string
+}
+
 // New returns an empty Compiler.
-func New() *Compiler {
+func New(opts Options) *Compiler {
 	return &Compiler{
+		node:        opts.Node,
 		namespaces:  map[string]labels.Set{},
 		pods:        map[types.NamespacedName]*podInfo{},
 		nsPods:      map[string]*nsPods{},
@@ -76,8 +86,8 @@ type State struct {
 
 // Build compiles a whole state at once (faster than one Upsert per object). Invalid
 // objects make it fail with an error naming the object.
-func Build(s State) (*Compiler, error) {
-	c := New()
+func Build(s State, opts Options) (*Compiler, error) {
+	c := New(opts)
 	for _, ns := range s.Namespaces {
 		c.setNamespace(ns.Name, ns.Labels)
 	}
@@ -126,7 +136,7 @@ func (c *Compiler) Recompute() []types.NamespacedName {
 }
 
 // Rules returns the compiled rules of a pod; false if the pod is unknown, uses the host
-// network or has terminated. The result is shared: callers must not modify it.
+// network, has terminated or is on another node (Options.Node). The result is shared: callers must not modify it.
 func (c *Compiler) Rules(pod types.NamespacedName) (*rules.PodRules, bool) {
 	r, ok := c.out[pod]
 	return r, ok
@@ -155,7 +165,7 @@ func (c *Compiler) RuleID(r RuleRef) (rules.RuleID, bool) {
 // isolate it there), sorted.
 func (c *Compiler) SelectingPolicies(pod types.NamespacedName, d rules.Direction) []types.NamespacedName {
 	p := c.pods[pod]
-	if p == nil || !p.target() {
+	if p == nil || !c.target(p) {
 		return nil
 	}
 	var out []types.NamespacedName
@@ -250,6 +260,12 @@ func (c *Compiler) DeleteEndpointSlice(slice types.NamespacedName) []types.Names
 }
 
 // --- state changes -------------------------------------------------------------
+
+// target reports whether the pod gets rules: host-network pods never do (the datapath
+// cannot tell them from the node), terminated ones no longer need any.
+func (c *Compiler) target(p *podInfo) bool {
+	return p.alive() && (c.node == "" || p.node == c.node)
+}
 
 func (c *Compiler) nsLabels(ns string) labels.Set {
 	if l, ok := c.namespaces[ns]; ok {
@@ -607,7 +623,7 @@ func (c *Compiler) flush() []types.NamespacedName {
 	for k := range c.dirty {
 		p := c.pods[k]
 		old, had := c.out[k]
-		if p == nil || !p.target() {
+		if p == nil || !c.target(p) {
 			if had {
 				delete(c.out, k)
 				changed = append(changed, k)

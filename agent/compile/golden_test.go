@@ -28,7 +28,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := compile.Build(m.State)
+			c, err := compile.Build(m.State, compile.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -70,67 +70,92 @@ func TestIncrementalEqualsFull(t *testing.T) {
 	for seed := range sequences {
 		r := rand.New(rand.NewPCG(uint64(seed), 7))
 		w := &world{ns: map[string]*corev1.Namespace{}, pods: map[types.NamespacedName]*corev1.Pod{}, pols: map[types.NamespacedName]*networkingv1.NetworkPolicy{}, svcs: map[types.NamespacedName]*corev1.Service{}, slices: map[types.NamespacedName]*discoveryv1.EndpointSlice{}}
-		c := New()
+		c := New(Options{})
+		// The node agent's compiler: rules for node-1's pods only, which must equal
+		// the full compiler's for those pods.
+		local := New(Options{Node: "node-1"})
 		for step := range steps {
 			before := snapshot(c)
+			localBefore := snapshot(local)
 			ni := r.IntN(len(nsNames))
 			ns := nsNames[ni]
-			var changed []types.NamespacedName
 			var op string
-			var err error
+			var apply func(c *Compiler) ([]types.NamespacedName, error)
 			switch k := r.IntN(12); {
 			case k < 4:
 				pi := r.IntN(len(podNames))
 				p := randPod(r, ns, ni, pi)
 				op = "upsert pod " + ns + "/" + p.Name
 				w.pods[types.NamespacedName{Namespace: ns, Name: p.Name}] = p
-				changed, err = c.UpsertPod(p)
+				apply = func(c *Compiler) ([]types.NamespacedName, error) { return c.UpsertPod(p) }
 			case k == 4:
 				key := types.NamespacedName{Namespace: ns, Name: podNames[r.IntN(len(podNames))]}
 				op = "delete pod " + key.String()
 				delete(w.pods, key)
-				changed = c.DeletePod(key)
+				apply = func(c *Compiler) ([]types.NamespacedName, error) { return c.DeletePod(key), nil }
 			case k == 5:
 				n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: randLabels(r)}}
 				op = "upsert namespace " + ns
 				w.ns[ns] = n
-				changed = c.UpsertNamespace(n)
+				apply = func(c *Compiler) ([]types.NamespacedName, error) { return c.UpsertNamespace(n), nil }
 			case k == 6:
 				op = "delete namespace " + ns
 				delete(w.ns, ns)
-				changed = c.DeleteNamespace(ns)
+				apply = func(c *Compiler) ([]types.NamespacedName, error) { return c.DeleteNamespace(ns), nil }
 			case k < 9:
 				np := randPolicy(r, ns, r.IntN(3))
 				op = "upsert policy " + ns + "/" + np.Name
 				w.pols[types.NamespacedName{Namespace: ns, Name: np.Name}] = np
-				changed, err = c.UpsertPolicy(np)
+				apply = func(c *Compiler) ([]types.NamespacedName, error) { return c.UpsertPolicy(np) }
 			case k == 9:
 				key := types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("p%d", r.IntN(3))}
 				op = "delete policy " + key.String()
 				delete(w.pols, key)
-				changed = c.DeletePolicy(key)
+				apply = func(c *Compiler) ([]types.NamespacedName, error) { return c.DeletePolicy(key), nil }
 			case k == 10:
 				sv, es := randService(r, ns, ni, 0)
 				key := types.NamespacedName{Namespace: ns, Name: sv.Name}
 				op = "upsert service " + key.String()
 				w.svcs[key] = sv
-				if changed, err = c.UpsertService(sv); err != nil {
-					break
-				}
 				if len(es) > 0 {
 					w.slices[types.NamespacedName{Namespace: ns, Name: es[0].Name}] = es[0]
-					more, err2 := c.UpsertEndpointSlice(es[0])
-					err = err2
-					changed = slices.Compact(slices.SortedFunc(slices.Values(append(changed, more...)), compareKeys))
+				}
+				apply = func(c *Compiler) ([]types.NamespacedName, error) {
+					changed, err := c.UpsertService(sv)
+					if err != nil || len(es) == 0 {
+						return changed, err
+					}
+					more, err := c.UpsertEndpointSlice(es[0])
+					return slices.Compact(slices.SortedFunc(slices.Values(append(changed, more...)), compareKeys)), err
 				}
 			default:
 				key := types.NamespacedName{Namespace: ns, Name: "s0-1"}
 				op = "delete slice " + key.String()
 				delete(w.slices, key)
-				changed = c.DeleteEndpointSlice(key)
+				apply = func(c *Compiler) ([]types.NamespacedName, error) { return c.DeleteEndpointSlice(key), nil }
 			}
+			changed, err := apply(c)
 			if err != nil {
 				t.Fatalf("seed %d step %d %s: %v", seed, step, op, err)
+			}
+			localChanged, err := apply(local)
+			if err != nil {
+				t.Fatalf("seed %d step %d %s (node-1 compiler): %v", seed, step, op, err)
+			}
+			localAfter := snapshot(local)
+			if actual := diffKeys(localBefore, localAfter); !slices.Equal(localChanged, actual) && op[:14] != "upsert service" {
+				t.Fatalf("seed %d step %d %s: node-1 compiler reported %v, actual %v", seed, step, op, localChanged, actual)
+			}
+			for k, lr := range localAfter {
+				fr, ok := c.Rules(k)
+				if !ok || !equalPodRules(lr, fr) || w.pods[k].Spec.NodeName != "node-1" {
+					t.Fatalf("seed %d step %d %s: node-1 compiler's %s differs from the full compiler's (or is not on node-1)", seed, step, op, k)
+				}
+			}
+			for _, k := range c.Pods() {
+				if _, ok := localAfter[k]; !ok && w.pods[k].Spec.NodeName == "node-1" {
+					t.Fatalf("seed %d step %d %s: node-1 compiler lacks %s", seed, step, op, k)
+				}
 			}
 			after := snapshot(c)
 			// For two-part steps (service then slice) a pod may change and change back:
@@ -145,7 +170,7 @@ func TestIncrementalEqualsFull(t *testing.T) {
 			} else if !slices.Equal(changed, actual) {
 				t.Fatalf("seed %d step %d %s: reported %v, actual %v", seed, step, op, changed, actual)
 			}
-			full, err := Build(w.state())
+			full, err := Build(w.state(), Options{})
 			if err != nil {
 				t.Fatalf("seed %d step %d: build: %v", seed, step, err)
 			}
@@ -175,7 +200,7 @@ func TestIncrementalIsLocal(t *testing.T) {
 			Spec:       networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}}}}}},
 		})
 	}
-	c, err := Build(s)
+	c, err := Build(s, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

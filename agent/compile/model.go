@@ -34,6 +34,7 @@ type portKey struct {
 // podInfo is what the compiler needs of a pod.
 type podInfo struct {
 	key         types.NamespacedName
+	node        string
 	labels      labels.Set
 	ips         []netip.Addr
 	named       map[portKey]uint16
@@ -42,11 +43,11 @@ type podInfo struct {
 	notReady    bool // Ready condition explicitly False: not a selector-based backend
 }
 
-// target reports whether the pod gets rules at all.
-func (p *podInfo) target() bool { return !p.hostNetwork && !p.terminated }
+// alive reports whether the pod can carry pod-network traffic at all.
+func (p *podInfo) alive() bool { return !p.hostNetwork && !p.terminated }
 
 // peer reports whether the pod's addresses are matched by pod selectors.
-func (p *podInfo) peer() bool { return p.target() && len(p.ips) > 0 }
+func (p *podInfo) peer() bool { return p.alive() && len(p.ips) > 0 }
 
 func (p *podInfo) resolve(name string, proto rules.Protocol) (uint16, bool) {
 	v, ok := p.named[portKey{name, proto}]
@@ -56,6 +57,7 @@ func (p *podInfo) resolve(name string, proto rules.Protocol) (uint16, bool) {
 func newPodInfo(pod *corev1.Pod) (*podInfo, error) {
 	p := &podInfo{
 		key:         types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name},
+		node:        pod.Spec.NodeName,
 		labels:      labels.Set(pod.Labels),
 		hostNetwork: pod.Spec.HostNetwork,
 		terminated:  pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed,

@@ -258,7 +258,7 @@ spec: {podSelector: {matchLabels: {pod: c}}}`,
 		t.Run(tc.name, func(t *testing.T) {
 			s, pods := modelState()
 			s.Policies = decodePolicies(t, tc.policies)
-			c, err := Build(s)
+			c, err := Build(s, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

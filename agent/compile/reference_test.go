@@ -333,7 +333,7 @@ func TestReferenceModel(t *testing.T) {
 	for seed := range scenarios {
 		r := rand.New(rand.NewPCG(uint64(seed), 42))
 		s := randState(r)
-		c, err := Build(s)
+		c, err := Build(s, Options{})
 		if err != nil {
 			t.Fatalf("seed %d: build: %v", seed, err)
 		}

@@ -103,6 +103,7 @@ func RandPod(r *rand.Rand, ns string, ni, pi int) *corev1.Pod {
 	case 2:
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
 	}
+	p.Spec.NodeName = []string{"node-1", "node-2", ""}[r.IntN(3)]
 	used := map[string]bool{}
 	var ports []corev1.ContainerPort
 	for _, cp := range namedPorts {
