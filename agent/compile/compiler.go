@@ -24,7 +24,7 @@ import (
 // keys of the pods whose rules changed (appeared, changed or disappeared), sorted.
 // A Compiler is not safe for concurrent use.
 type Compiler struct {
-	node        string // only pods on this node get rules ("" = all)
+	node        string                // only pods on this node get rules ("" = all)
 	namespaces  map[string]labels.Set // declared namespaces, name label included
 	pods        map[types.NamespacedName]*podInfo
 	nsPods      map[string]*nsPods
