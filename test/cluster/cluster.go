@@ -38,6 +38,10 @@ type Cluster struct {
 	PodCIDR    *net.IPNet
 	// ServiceCIDR holds every ClusterIP; the kubernetes Service has its first address.
 	ServiceCIDR *net.IPNet
+	// NodeIPv6, PodCIDRv6, ServiceCIDRv6 are set when the cluster is dual-stack.
+	NodeIPv6      net.IP
+	PodCIDRv6     *net.IPNet
+	ServiceCIDRv6 *net.IPNet
 	// Reused is true when Up found the cluster already running.
 	Reused bool
 
@@ -55,7 +59,7 @@ var componentOrder = []string{"etcd", "containerd", "kube-apiserver", "kube-cont
 
 func (c Config) components(bins map[string]binary) map[string]component {
 	cfgDir := filepath.Join(c.Dir, "config")
-	svc := c.ServiceCIDR.String()
+	svc := c.serviceCIDRs()
 	kc := c.kubeconfig
 	return map[string]component{
 		"etcd": {name: "etcd", bin: bins["etcd"].path, args: []string{
@@ -98,7 +102,7 @@ func (c Config) components(bins map[string]binary) map[string]component {
 			"--service-account-private-key-file=" + c.pki("sa.key"), "--root-ca-file=" + c.pki("ca.crt"),
 			"--cluster-signing-cert-file=" + c.pki("ca.crt"), "--cluster-signing-key-file=" + c.pki("ca.key"),
 			"--use-service-account-credentials=true", "--service-cluster-ip-range=" + svc,
-			"--cluster-cidr=" + c.PodCIDR.String(), "--allocate-node-cidrs=false",
+			"--cluster-cidr=" + c.podCIDRs(), "--allocate-node-cidrs=false",
 			"--tls-cert-file=" + c.pki("kube-controller-manager-serving.crt"),
 			"--tls-private-key-file=" + c.pki("kube-controller-manager-serving.key"),
 			"--profiling=false", "--v=1",
@@ -115,7 +119,7 @@ func (c Config) components(bins map[string]binary) map[string]component {
 		}},
 		"kubelet": {name: "kubelet", bin: bins["kubelet"].path, args: []string{
 			"--config=" + filepath.Join(cfgDir, "kubelet.yaml"), "--kubeconfig=" + kc("kubelet"),
-			"--hostname-override=" + c.NodeName, "--node-ip=" + c.NodeIP.String(),
+			"--hostname-override=" + c.NodeName, "--node-ip=" + c.nodeIPs(),
 			"--root-dir=" + filepath.Join(c.StateDir, "kubelet"),
 			"--cert-dir=" + filepath.Join(c.StateDir, "kubelet", "pki"), "--v=1",
 		}},
@@ -488,6 +492,7 @@ func (c Config) connect(bins map[string]binary) (*Cluster, error) {
 	return &Cluster{
 		Config: c, Kubeconfig: c.AdminKubeconfig(), RESTConfig: rc, Client: cs,
 		NodeName: c.NodeName, NodeIP: c.NodeIP, PodCIDR: c.PodCIDR, ServiceCIDR: c.ServiceCIDR,
+		NodeIPv6: c.NodeIPv6, PodCIDRv6: c.PodCIDRv6, ServiceCIDRv6: c.ServiceCIDRv6,
 		bins: bins,
 	}, nil
 }
@@ -535,6 +540,8 @@ type preexisting struct {
 	Paths map[string]bool `json:"paths"`
 	// NftTables are "family name" of the tables there were, e.g. "ip filter".
 	NftTables []string `json:"nftTables"`
+	// Sysctls are the forwarding switches' values.
+	Sysctls map[string]string `json:"sysctls"`
 }
 
 // sharedPaths are created by components outside the cluster's own directories:
@@ -555,6 +562,10 @@ func (c Config) recordPreexisting() error {
 		rec.Paths[s] = exists(s)
 	}
 	rec.NftTables = nftTables(context.Background())
+	rec.Sysctls = map[string]string{}
+	for _, p := range forwardingSysctls {
+		rec.Sysctls[p] = readSysctl(p)
+	}
 	b, _ := json.Marshal(rec)
 	return os.WriteFile(p, b, 0o644)
 }

@@ -179,17 +179,34 @@ func TestPrivilegedPodToPod(t *testing.T) {
 	ns := namespace(t, cl)
 	pods := probeDeployment(t, cl, ns, "peer", 2)
 	from, to := pods[0], pods[1]
-	tests := []struct {
-		proto string
-		port  int
-	}{
-		{"tcp", images.ProbeTCPPort},
-		{"udp", images.ProbeUDPPort},
-		{"http", images.ProbeHTTPPort},
+	wantIPs := 1
+	if cl.Config.DualStack() {
+		wantIPs = 2
+	}
+	if len(to.Status.PodIPs) != wantIPs {
+		t.Fatalf("pod %s has IPs %v, want %d", to.Name, to.Status.PodIPs, wantIPs)
+	}
+	type flow struct {
+		name, proto, ip string
+		port            int
+	}
+	var tests []flow
+	for _, ip := range to.Status.PodIPs {
+		fam := "ipv4"
+		if net.ParseIP(ip.IP).To4() == nil {
+			fam = "ipv6"
+			if !cl.PodCIDRv6.Contains(net.ParseIP(ip.IP)) {
+				t.Fatalf("pod IPv6 %s outside %s", ip.IP, cl.PodCIDRv6)
+			}
+		}
+		tests = append(tests,
+			flow{fam + " tcp", "tcp", ip.IP, images.ProbeTCPPort},
+			flow{fam + " udp", "udp", ip.IP, images.ProbeUDPPort},
+			flow{fam + " http", "http", ip.IP, images.ProbeHTTPPort})
 	}
 	for _, tt := range tests {
-		t.Run(tt.proto, func(t *testing.T) {
-			target := net.JoinHostPort(to.Status.PodIP, fmt.Sprint(tt.port))
+		t.Run(tt.name, func(t *testing.T) {
+			target := net.JoinHostPort(tt.ip, fmt.Sprint(tt.port))
 			out, _, err := cl.Exec(context.Background(), ns, from.Name, "probe", "/probe", "connect", "--protocol", tt.proto, "--message", "p2p", target)
 			if err != nil {
 				t.Fatal(err)
@@ -210,7 +227,8 @@ func TestPrivilegedServiceViaKubeProxy(t *testing.T) {
 	svc, err := cl.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "backend", Namespace: ns},
 		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "backend"},
+			IPFamilyPolicy: ptr(corev1.IPFamilyPolicyPreferDualStack),
+			Selector:       map[string]string{"app": "backend"},
 			Ports: []corev1.ServicePort{
 				{Name: "tcp", Port: 80, TargetPort: intstr.FromString("tcp"), Protocol: corev1.ProtocolTCP},
 				{Name: "udp", Port: 53, TargetPort: intstr.FromString("udp"), Protocol: corev1.ProtocolUDP},
@@ -223,6 +241,9 @@ func TestPrivilegedServiceViaKubeProxy(t *testing.T) {
 	if !cl.ServiceCIDR.Contains(net.ParseIP(svc.Spec.ClusterIP)) {
 		t.Fatalf("ClusterIP %s outside the service CIDR %s", svc.Spec.ClusterIP, cl.ServiceCIDR)
 	}
+	if cl.Config.DualStack() && (len(svc.Spec.ClusterIPs) != 2 || !cl.ServiceCIDRv6.Contains(net.ParseIP(svc.Spec.ClusterIPs[1]))) {
+		t.Fatalf("ClusterIPs %v: want an IPv4 and an IPv6 one in %s", svc.Spec.ClusterIPs, cl.ServiceCIDRv6)
+	}
 	names := map[string]bool{}
 	for _, b := range backends {
 		names[b.Name] = true
@@ -234,19 +255,26 @@ func TestPrivilegedServiceViaKubeProxy(t *testing.T) {
 		}
 		return nil
 	}
-	tests := []struct {
-		name, proto string
-		port        int
-		fromHost    bool
-	}{
-		{"pod tcp", "tcp", 80, false},
-		{"pod udp", "udp", 53, false},
-		{"host tcp", "tcp", 80, true},
-		{"host udp", "udp", 53, true},
+	type flow struct {
+		name, proto, ip string
+		port            int
+		fromHost        bool
+	}
+	var tests []flow
+	for _, ip := range svc.Spec.ClusterIPs {
+		fam := "ipv4"
+		if net.ParseIP(ip).To4() == nil {
+			fam = "ipv6"
+		}
+		tests = append(tests,
+			flow{"pod " + fam + " tcp", "tcp", ip, 80, false},
+			flow{"pod " + fam + " udp", "udp", ip, 53, false},
+			flow{"host " + fam + " tcp", "tcp", ip, 80, true},
+			flow{"host " + fam + " udp", "udp", ip, 53, true})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			target := net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(tt.port))
+			target := net.JoinHostPort(tt.ip, fmt.Sprint(tt.port))
 			// kube-proxy programs the Service a moment after it and its endpoints exist.
 			eventually(t, 30*time.Second, func() error {
 				var out string
@@ -264,6 +292,8 @@ func TestPrivilegedServiceViaKubeProxy(t *testing.T) {
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // dialProbe is the probe client's protocol from the host's side.
 func dialProbe(proto, target, msg string) (string, error) {

@@ -47,6 +47,11 @@ type Config struct {
 	NodeIP      net.IP
 	PodCIDR     *net.IPNet
 	ServiceCIDR *net.IPNet
+	// NodeIPv6, PodCIDRv6 and ServiceCIDRv6 make the cluster dual-stack (IPv4 first);
+	// nil when the machine has no global IPv6 address or STRICTGATE_CLUSTER_IPV6=0.
+	NodeIPv6      net.IP
+	PodCIDRv6     *net.IPNet
+	ServiceCIDRv6 *net.IPNet
 	// ExternalInterfaces are shielded: no cluster port answers on them and no pod
 	// traffic is forwarded to them.
 	ExternalInterfaces []string
@@ -95,9 +100,15 @@ func DefaultConfig() (Config, error) {
 		ServiceCIDR:     svc,
 		APIServerPort:   6443,
 	}
-	c.NodeIP, c.ExternalInterfaces, err = nodeAddress(os.Getenv("STRICTGATE_NODE_IP"))
+	c.NodeIP, c.NodeIPv6, c.ExternalInterfaces, err = nodeAddress(os.Getenv("STRICTGATE_NODE_IP"))
 	if err != nil {
 		return Config{}, err
+	}
+	if c.NodeIPv6 != nil && os.Getenv("STRICTGATE_CLUSTER_IPV6") != "0" {
+		_, c.PodCIDRv6, _ = net.ParseCIDR("fd00:10:244::/64")
+		_, c.ServiceCIDRv6, _ = net.ParseCIDR("fd00:10:96::/112")
+	} else {
+		c.NodeIPv6 = nil
 	}
 	return c, nil
 }
@@ -123,15 +134,18 @@ func findToolsDir() (string, error) {
 }
 
 // nodeAddress picks the node IP: the kubelet refuses loopback, so it is this machine's
-// own global IPv4 address (want, if given). Every interface with a global address is
-// external and gets shielded.
-func nodeAddress(want string) (net.IP, []string, error) {
+// own global IPv4 address (want, if given), plus a global IPv6 address of the same
+// interface for dual-stack. Every interface with a global address is external and
+// gets shielded.
+func nodeAddress(want string) (net.IP, net.IP, []string, error) {
 	ifaces, err := net.Interfaces()
 	if err != nil {
-		return nil, nil, fmt.Errorf("list interfaces: %w", err)
+		return nil, nil, nil, fmt.Errorf("list interfaces: %w", err)
 	}
-	var ip net.IP
+	var ip, ip6 net.IP
 	var ext []string
+	v6 := map[string]net.IP{}
+	ipIface := ""
 	for _, ifc := range ifaces {
 		if ifc.Flags&net.FlagLoopback != 0 || isOurs(ifc.Name) {
 			continue
@@ -147,11 +161,19 @@ func nodeAddress(want string) (net.IP, []string, error) {
 			if _, pod, _ := net.ParseCIDR("10.244.0.0/24"); pod.Contains(ipn.IP) {
 				continue
 			}
+			if _, pod6, _ := net.ParseCIDR("fd00:10:244::/64"); pod6.Contains(ipn.IP) {
+				continue
+			}
 			global = true
-			if v4 := ipn.IP.To4(); v4 != nil && ifc.Flags&net.FlagUp != 0 {
+			if ifc.Flags&net.FlagUp == 0 {
+				continue
+			}
+			if v4 := ipn.IP.To4(); v4 != nil {
 				if (want == "" && ip == nil) || v4.String() == want {
-					ip = v4
+					ip, ipIface = v4, ifc.Name
 				}
+			} else if v6[ifc.Name] == nil {
+				v6[ifc.Name] = ipn.IP
 			}
 		}
 		if global {
@@ -160,11 +182,12 @@ func nodeAddress(want string) (net.IP, []string, error) {
 	}
 	if ip == nil {
 		if want != "" {
-			return nil, nil, fmt.Errorf("STRICTGATE_NODE_IP=%s is not an address of an up interface", want)
+			return nil, nil, nil, fmt.Errorf("STRICTGATE_NODE_IP=%s is not an address of an up interface", want)
 		}
-		return nil, nil, errors.New("find node IP: no up interface has a global IPv4 address; set STRICTGATE_NODE_IP")
+		return nil, nil, nil, errors.New("find node IP: no up interface has a global IPv4 address; set STRICTGATE_NODE_IP")
 	}
-	return ip, ext, nil
+	ip6 = v6[ipIface]
+	return ip, ip6, ext, nil
 }
 
 // isOurs tells the interfaces the cluster makes (pod veths, the service sink).
@@ -242,6 +265,22 @@ func (c Config) logFile(component string) string {
 func (c Config) containerdSocket() string {
 	return filepath.Join(c.RunDir, "containerd", "containerd.sock")
 }
+
+// DualStack tells whether pods and Services get IPv6 addresses too.
+func (c Config) DualStack() bool { return c.PodCIDRv6 != nil && c.ServiceCIDRv6 != nil && c.NodeIPv6 != nil }
+
+// joined lists the IPv4 value and, when dual-stack, the IPv6 one, comma-separated as
+// the components' flags want them.
+func (c Config) joined(v4, v6 fmt.Stringer) string {
+	if c.DualStack() {
+		return v4.String() + "," + v6.String()
+	}
+	return v4.String()
+}
+
+func (c Config) podCIDRs() string     { return c.joined(c.PodCIDR, c.PodCIDRv6) }
+func (c Config) serviceCIDRs() string { return c.joined(c.ServiceCIDR, c.ServiceCIDRv6) }
+func (c Config) nodeIPs() string      { return c.joined(c.NodeIP, c.NodeIPv6) }
 
 func (c Config) apiServerURL() string {
 	return fmt.Sprintf("https://127.0.0.1:%d", c.APIServerPort)

@@ -134,6 +134,14 @@ func (c Config) removeFiles(ctx context.Context) []error {
 		}
 	}
 	errs = append(errs, removeEmptyIptablesTables(ctx, rec.NftTables)...)
+	// With the shield gone, a host that forwards would route between its interfaces.
+	for p, v := range rec.Sysctls {
+		if v == "0" && readSysctl(p) != "0" {
+			if err := os.WriteFile(p, []byte("0"), 0o644); err != nil {
+				errs = append(errs, fmt.Errorf("restore %s: %w", p, err))
+			}
+		}
+	}
 	rm(recPath)
 	return errs
 }

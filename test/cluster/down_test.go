@@ -66,7 +66,11 @@ func TestPrivilegedDownLeavesNothingBehind(t *testing.T) {
 	if mps, err := mountsUnder(cfg.StateDir, cfg.RunDir, cfg.Dir); err != nil || len(mps) > 0 {
 		t.Errorf("mounts left: %v (%v)", mps, err)
 	}
-	for _, cidr := range []string{cfg.PodCIDR.String(), cfg.ServiceCIDR.String()} {
+	cidrs := []string{cfg.PodCIDR.String(), cfg.ServiceCIDR.String()}
+	if cfg.DualStack() {
+		cidrs = append(cidrs, cfg.PodCIDRv6.String(), cfg.ServiceCIDRv6.String())
+	}
+	for _, cidr := range cidrs {
 		if out, _ := run(ctx, "ip", "route", "show", "root", cidr); strings.TrimSpace(out) != "" {
 			t.Errorf("routes into %s left:\n%s", cidr, out)
 		}
@@ -91,6 +95,11 @@ func TestPrivilegedDownLeavesNothingBehind(t *testing.T) {
 		fam, name, _ := strings.Cut(tb, " ")
 		if (fam == "ip" || fam == "ip6") && (name == "filter" || name == "nat" || name == "mangle") && !had[tb] {
 			t.Errorf("nftables table %s left (made by iptables calls of the kubelet or kube-proxy)", tb)
+		}
+	}
+	for p, v := range rec.Sysctls {
+		if got := readSysctl(p); v == "0" && got != "0" {
+			t.Errorf("%s is %s, was %s before the cluster", p, got, v)
 		}
 	}
 	if chains := kubeIptablesChains(ctx); len(chains) > 0 {

@@ -91,9 +91,14 @@ func CNIConflist(o CNIOptions) ([]byte, error) {
 }
 
 func (c Config) cniOptions(chained []map[string]any) CNIOptions {
+	v6 := ""
+	if c.DualStack() {
+		v6 = c.PodCIDRv6.String()
+	}
 	return CNIOptions{
-		Name:    cniNetName,
-		PodCIDR: c.PodCIDR.String(),
+		Name:      cniNetName,
+		PodCIDR:   c.PodCIDR.String(),
+		PodCIDRv6: v6,
 		DataDir: filepath.Join(c.StateDir, "cni", "networks"),
 		Chained: chained,
 	}
@@ -226,8 +231,16 @@ clusterCIDR: %[3]s
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 # NodePorts only on the node IP (shielded like every cluster port), never elsewhere.
-nodePortAddresses: ["%[4]s/32"]
+nodePortAddresses: [%[4]s]
 conntrack:
   maxPerCore: 0
-`, c.kubeconfig("kube-proxy"), c.NodeName, c.PodCIDR, c.NodeIP)
+`, c.kubeconfig("kube-proxy"), c.NodeName, c.podCIDRs(), c.nodePortAddresses())
+}
+
+func (c Config) nodePortAddresses() string {
+	s := fmt.Sprintf("%q", c.NodeIP.String()+"/32")
+	if c.DualStack() {
+		s += fmt.Sprintf(", %q", c.NodeIPv6.String()+"/128")
+	}
+	return s
 }

@@ -28,7 +28,7 @@ const clusterPorts = "2379-2381, 6443, 10248-10260, 30000-32767"
 
 // nftRuleset shields the cluster: no connection from an external interface reaches a
 // cluster port; no pod packet is forwarded to an external interface; nothing for the
-// pod or service CIDR leaves through one even if routes were wrong.
+// pod or service CIDRs leaves through one even if routes were wrong.
 func (c Config) nftRuleset() string {
 	ext := make([]string, 0, len(c.ExternalInterfaces))
 	for _, i := range c.ExternalInterfaces {
@@ -37,6 +37,20 @@ func (c Config) nftRuleset() string {
 	// An empty set cannot be written inline; a name that cannot exist keeps it valid.
 	if len(ext) == 0 {
 		ext = append(ext, `"sg-none"`)
+	}
+	pods, svcs := c.PodCIDR.String(), c.ServiceCIDR.String()
+	forward := fmt.Sprintf(`
+		oifname @external ip saddr %[1]s counter drop
+		oifname @external ip daddr { %[1]s, %[2]s } counter drop`, pods, svcs)
+	output := fmt.Sprintf(`
+		oifname @external ip daddr { %[1]s, %[2]s } counter drop`, pods, svcs)
+	if c.PodCIDRv6 != nil && c.ServiceCIDRv6 != nil {
+		pods6, svcs6 := c.PodCIDRv6.String(), c.ServiceCIDRv6.String()
+		forward += fmt.Sprintf(`
+		oifname @external ip6 saddr %[1]s counter drop
+		oifname @external ip6 daddr { %[1]s, %[2]s } counter drop`, pods6, svcs6)
+		output += fmt.Sprintf(`
+		oifname @external ip6 daddr { %[1]s, %[2]s } counter drop`, pods6, svcs6)
 	}
 	return fmt.Sprintf(`table inet %[1]s {
 	set external { type ifname; elements = { %[2]s } }
@@ -49,16 +63,22 @@ func (c Config) nftRuleset() string {
 		iifname != "lo" ip saddr != %[4]s tcp dport @ports counter drop
 	}
 	chain forward {
-		type filter hook forward priority filter - 10; policy accept;
-		oifname @external ip saddr %[4]s counter drop
-		oifname @external ip daddr { %[4]s, %[5]s } counter drop
+		type filter hook forward priority filter - 10; policy accept;%[5]s
 	}
 	chain output {
-		type filter hook output priority filter - 10; policy accept;
-		oifname @external ip daddr { %[4]s, %[5]s } counter drop
+		type filter hook output priority filter - 10; policy accept;%[6]s
 	}
 }
-`, nftTable, strings.Join(ext, ", "), clusterPorts, c.PodCIDR, c.ServiceCIDR)
+`, nftTable, strings.Join(ext, ", "), clusterPorts, pods, forward, output)
+}
+
+// sinkRoutes are the routes setupNetwork adds: "ip" arguments after "route replace".
+func (c Config) sinkRoutes() [][]string {
+	r := [][]string{{"blackhole", c.PodCIDR.String()}, {c.ServiceCIDR.String(), "dev", sinkHostDev}}
+	if c.DualStack() {
+		r = append(r, []string{"blackhole", c.PodCIDRv6.String()}, []string{c.ServiceCIDRv6.String(), "dev", sinkHostDev})
+	}
+	return r
 }
 
 // setupNetwork puts the sinks and the shield in place; it runs before any component
@@ -71,8 +91,13 @@ func (c Config) setupNetwork(ctx context.Context) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("install nftables shield: %w: %s", err, out)
 	}
-	if _, err := run(ctx, "ip", "route", "replace", "blackhole", c.PodCIDR.String()); err != nil {
-		return fmt.Errorf("route pod CIDR to blackhole: %w", err)
+	for _, r := range c.sinkRoutes() {
+		if r[0] != "blackhole" {
+			continue
+		}
+		if _, err := run(ctx, "ip", append([]string{"route", "replace"}, r...)...); err != nil {
+			return fmt.Errorf("route pod CIDR to blackhole: %w", err)
+		}
 	}
 	if !exists("/run/netns/" + sinkNetns) {
 		if _, err := run(ctx, "ip", "netns", "add", sinkNetns); err != nil {
@@ -90,8 +115,13 @@ func (c Config) setupNetwork(ctx context.Context) error {
 	if _, err := run(ctx, "ip", "-n", sinkNetns, "link", "set", sinkPeerDev, "up"); err != nil {
 		return err
 	}
-	if _, err := run(ctx, "ip", "route", "replace", c.ServiceCIDR.String(), "dev", sinkHostDev); err != nil {
-		return fmt.Errorf("route service CIDR to sink: %w", err)
+	for _, r := range c.sinkRoutes() {
+		if r[0] == "blackhole" {
+			continue
+		}
+		if _, err := run(ctx, "ip", append([]string{"route", "replace"}, r...)...); err != nil {
+			return fmt.Errorf("route service CIDR to sink: %w", err)
+		}
 	}
 	return nil
 }
@@ -112,9 +142,17 @@ func (c Config) teardownNetwork(ctx context.Context) []error {
 			note(err)
 		}
 	}
-	for _, r := range [][]string{{"route", "del", "blackhole", c.PodCIDR.String()}, {"route", "del", c.ServiceCIDR.String()}} {
-		if out, _ := run(ctx, "ip", "route", "show", "exact", r[len(r)-1]); strings.TrimSpace(out) != "" {
-			_, err := run(ctx, "ip", r...)
+	for _, r := range c.sinkRoutes() {
+		prefix := r[0]
+		if prefix == "blackhole" {
+			prefix = r[1]
+		}
+		if out, _ := run(ctx, "ip", "route", "show", "exact", prefix); strings.TrimSpace(out) != "" {
+			args := []string{"route", "del", prefix}
+			if r[0] == "blackhole" {
+				args = []string{"route", "del", "blackhole", prefix}
+			}
+			_, err := run(ctx, "ip", args...)
 			note(err)
 		}
 	}
@@ -128,6 +166,14 @@ func (c Config) teardownNetwork(ctx context.Context) []error {
 	}
 	errs = append(errs, cleanKubeIptables(ctx)...)
 	return errs
+}
+
+// forwardingSysctls are turned on by ptp; Down turns them off again if they were off.
+var forwardingSysctls = []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"}
+
+func readSysctl(p string) string {
+	b, _ := os.ReadFile(p)
+	return strings.TrimSpace(string(b))
 }
 
 // kubeIptablesChains lists the KUBE-* chains (the kubelet's and kube-proxy's canaries

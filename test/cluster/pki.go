@@ -43,15 +43,22 @@ func (c Config) identities() []identity {
 		{file: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
 		{file: "apiserver", cn: "kube-apiserver", server: true,
 			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-			ips: []net.IP{net.IPv4(127, 0, 0, 1), c.NodeIP, svcIP}},
+			ips: c.withV6(net.IPv4(127, 0, 0, 1), c.NodeIP, svcIP)},
 		// The controller-manager and scheduler would sign their own serving certificates.
 		{file: "kube-controller-manager-serving", cn: "kube-controller-manager", server: true,
 			dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}},
 		{file: "kube-scheduler-serving", cn: "kube-scheduler", server: true,
 			dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}},
 		{file: "kubelet-serving", cn: c.NodeName, server: true,
-			dns: []string{c.NodeName, "localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1), c.NodeIP}},
+			dns: []string{c.NodeName, "localhost"}, ips: c.withV6(net.IPv4(127, 0, 0, 1), c.NodeIP)},
 	}
+}
+
+func (c Config) withV6(ips ...net.IP) []net.IP {
+	if c.DualStack() {
+		ips = append(ips, c.NodeIPv6)
+	}
+	return ips
 }
 
 // writePKI creates the CA, every identity and the service-account key pair, keeping

@@ -51,14 +51,24 @@ func TestPrivilegedShieldRulesetInIsolation(t *testing.T) {
 	sh("ip", "-n", outside, "addr", "add", "198.51.100.2/24", "dev", "e0")
 	sh("ip", "-n", outside, "addr", "add", "10.96.0.5/32", "dev", "lo")
 	sh("ip", "-n", pod, "addr", "add", "10.244.0.77/24", "dev", "p0")
+	// IPv6 the same way (nodad: usable at once, no duplicate detection wait).
+	sh("ip", "-n", router, "addr", "add", "fd00:198:51::1/64", "dev", "ext0", "nodad")
+	sh("ip", "-n", router, "addr", "add", "fd00:10:244::1/64", "dev", "pod0", "nodad")
+	sh("ip", "-n", outside, "addr", "add", "fd00:198:51::2/64", "dev", "e0", "nodad")
+	sh("ip", "-n", outside, "addr", "add", "fd00:10:96::5/128", "dev", "lo")
+	sh("ip", "-n", pod, "addr", "add", "fd00:10:244::77/64", "dev", "p0", "nodad")
 	for _, l := range [][]string{{router, "ext0"}, {router, "pod0"}, {outside, "e0"}, {pod, "p0"}} {
 		sh("ip", "-n", l[0], "link", "set", l[1], "up")
 	}
 	sh("ip", "-n", pod, "route", "add", "default", "via", "10.244.0.1")
 	sh("ip", "-n", outside, "route", "add", "default", "via", "198.51.100.1")
-	// Wrong on purpose: the service CIDR routed out of the external interface.
+	sh("ip", "-n", pod, "-6", "route", "add", "default", "via", "fd00:10:244::1")
+	sh("ip", "-n", outside, "-6", "route", "add", "default", "via", "fd00:198:51::1")
+	// Wrong on purpose: the service CIDRs routed out of the external interface.
 	sh("ip", "-n", router, "route", "add", "10.96.0.0/16", "via", "198.51.100.2")
+	sh("ip", "-n", router, "-6", "route", "add", "fd00:10:96::/112", "via", "fd00:198:51::2")
 	sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 
 	serve := func(ns string, ports string) {
 		cmd := exec.Command("ip", "netns", "exec", ns, probe, "serve", "--tcp", ports, "--udp", "", "--http", "")
@@ -86,10 +96,16 @@ func TestPrivilegedShieldRulesetInIsolation(t *testing.T) {
 		{"service CIDR never leaves", router, "10.96.0.5:7000", true},
 		{"outside to an ordinary port", outside, "198.51.100.1:7001", false},
 		{"pod to api server port", pod, "10.244.0.1:6443", false},
+		{"ipv6 pod to outside is not forwarded", pod, "[fd00:198:51::2]:7000", true},
+		{"ipv6 outside to api server port", outside, "[fd00:198:51::1]:6443", true},
+		{"ipv6 service CIDR never leaves", router, "[fd00:10:96::5]:7000", true},
+		{"ipv6 outside to an ordinary port", outside, "[fd00:198:51::1]:7001", false},
 	}
 	waitListening := func() {
 		deadline := time.Now().Add(10 * time.Second)
-		for connect(outside, "198.51.100.1:7001") != nil || connect(router, "198.51.100.2:7000") != nil {
+		// IPv6 needs a moment for neighbour discovery on the fresh links.
+		for connect(outside, "198.51.100.1:7001") != nil || connect(router, "198.51.100.2:7000") != nil ||
+			connect(pod, "[fd00:198:51::2]:7000") != nil {
 			if time.Now().After(deadline) {
 				t.Fatal("probe servers in the test namespaces did not come up")
 			}
@@ -104,7 +120,9 @@ func TestPrivilegedShieldRulesetInIsolation(t *testing.T) {
 	}
 	_, podNet, _ := net.ParseCIDR("10.244.0.0/24")
 	_, svcNet, _ := net.ParseCIDR("10.96.0.0/16")
-	cfg := Config{PodCIDR: podNet, ServiceCIDR: svcNet, ExternalInterfaces: []string{"ext0"}}
+	_, podNet6, _ := net.ParseCIDR("fd00:10:244::/64")
+	_, svcNet6, _ := net.ParseCIDR("fd00:10:96::/112")
+	cfg := Config{PodCIDR: podNet, ServiceCIDR: svcNet, PodCIDRv6: podNet6, ServiceCIDRv6: svcNet6, ExternalInterfaces: []string{"ext0"}}
 	load := exec.CommandContext(ctx, "ip", "netns", "exec", router, "nft", "-f", "-")
 	load.Stdin = strings.NewReader(cfg.nftRuleset())
 	if out, err := load.CombinedOutput(); err != nil {

@@ -89,11 +89,17 @@ func main() {
 func usage(cl *cluster.Cluster) {
 	c := cl.Config
 	kubectl, _ := filepath.Glob(filepath.Join(c.CacheDir, "kubectl-*", "kubectl"))
+	node, pods, svcs := cl.NodeIP.String(), cl.PodCIDR.String(), cl.ServiceCIDR.String()
+	if c.DualStack() {
+		node += ", " + cl.NodeIPv6.String()
+		pods += ", " + cl.PodCIDRv6.String()
+		svcs += ", " + cl.ServiceCIDRv6.String()
+	}
 	fmt.Printf(`
 one-node cluster: node %s (%s), pods %s, services %s
 
   export KUBECONFIG=%s
-`, cl.NodeName, cl.NodeIP, cl.PodCIDR, cl.ServiceCIDR, cl.Kubeconfig)
+`, cl.NodeName, node, pods, svcs, cl.Kubeconfig)
 	if len(kubectl) > 0 {
 		fmt.Printf("  %s get pods -A        # a matching kubectl (or test/tools/build.sh kubectl)\n", kubectl[0])
 	} else {
