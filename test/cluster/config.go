@@ -267,7 +267,9 @@ func (c Config) containerdSocket() string {
 }
 
 // DualStack tells whether pods and Services get IPv6 addresses too.
-func (c Config) DualStack() bool { return c.PodCIDRv6 != nil && c.ServiceCIDRv6 != nil && c.NodeIPv6 != nil }
+func (c Config) DualStack() bool {
+	return c.PodCIDRv6 != nil && c.ServiceCIDRv6 != nil && c.NodeIPv6 != nil
+}
 
 // joined lists the IPv4 value and, when dual-stack, the IPv6 one, comma-separated as
 // the components' flags want them.

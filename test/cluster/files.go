@@ -99,8 +99,8 @@ func (c Config) cniOptions(chained []map[string]any) CNIOptions {
 		Name:      cniNetName,
 		PodCIDR:   c.PodCIDR.String(),
 		PodCIDRv6: v6,
-		DataDir: filepath.Join(c.StateDir, "cni", "networks"),
-		Chained: chained,
+		DataDir:   filepath.Join(c.StateDir, "cni", "networks"),
+		Chained:   chained,
 	}
 }
 
