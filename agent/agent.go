@@ -163,7 +163,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps:  deps,
 		log:   deps.Log,
 		pods:  map[types.NamespacedName]*podState{},
-		comp:  compile.New(),
+		comp:  compile.New(compile.Options{Node: cfg.NodeName}),
 		ready: make(chan struct{}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedMaxOfRateLimiter(
@@ -296,10 +296,10 @@ func (a *Agent) build() error {
 	defer a.mu.Unlock()
 	// Build refuses the whole state for one invalid object; fall back to upserts, which
 	// skip (and log) the invalid ones.
-	c, err := compile.Build(s)
+	c, err := compile.Build(s, compile.Options{Node: a.cfg.NodeName})
 	if err != nil {
 		a.log.Error(err, "full compile failed; compiling object by object")
-		c = compile.New()
+		c = compile.New(compile.Options{Node: a.cfg.NodeName})
 		for _, ns := range s.Namespaces {
 			c.UpsertNamespace(ns)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
@@ -36,6 +37,9 @@ func TestPrivilegedHostInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if err := netlink.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.IPv4(10, 205, 0, 0), Mask: net.CIDRMask(24, 32)}, Type: unix.RTN_UNREACHABLE}); err != nil {
+		t.Fatal(err)
+	}
 	f := netdev.New(nil)
 	for _, tc := range []struct {
 		ip      string
@@ -49,7 +53,8 @@ func TestPrivilegedHostInterface(t *testing.T) {
 		{ip: "127.0.0.1", wantErr: netdev.ErrHostAddress},
 		{ip: "10.202.0.7", wantErr: netdev.ErrSharedDevice},
 		{ip: "10.203.0.7", wantErr: netdev.ErrNotLocal},
-		{ip: "10.204.0.7", wantErr: netdev.ErrNoRoute}, // no default route in this netns
+		{ip: "10.204.0.7", wantErr: netdev.ErrNotLocal}, // the node's default route
+		{ip: "10.205.0.7", wantErr: netdev.ErrNoRoute},  // an unreachable route
 	} {
 		t.Run(tc.ip, func(t *testing.T) {
 			got, err := f.HostInterface(netip.MustParseAddr(tc.ip))

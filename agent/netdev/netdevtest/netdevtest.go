@@ -104,7 +104,29 @@ func setupNode(t *testing.T) {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		t.Fatalf("enable forwarding: %v", err)
 	}
+	// A node has an address and a default route (kube-apiserver needs one to pick its
+	// advertise address). The "uplink" is one end of a veth pair whose other end has no
+	// address: what is sent there goes nowhere.
+	up := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "uplink0"}, PeerName: "uplink1"}
+	if err := netlink.LinkAdd(up); err != nil {
+		t.Fatalf("add uplink: %v", err)
+	}
+	if peer, err := netlink.LinkByName("uplink1"); err == nil {
+		_ = netlink.LinkSetUp(peer)
+	}
+	if err := netlink.AddrAdd(up, &netlink.Addr{IPNet: &net.IPNet{IP: NodeIP.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatalf("node address: %v", err)
+	}
+	if err := netlink.LinkSetUp(up); err != nil {
+		t.Fatalf("uplink up: %v", err)
+	}
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Gw: net.IPv4(192, 0, 2, 254)}); err != nil {
+		t.Fatalf("default route: %v", err)
+	}
 }
+
+// NodeIP is the isolated node's address on its (dummy) uplink.
+var NodeIP = netip.MustParseAddr("192.0.2.1")
 
 // GatewayIP is the address every pod uses as its default gateway; the node owns it on
 // each host-side veth (as ptp does), so it is also one of the node's host addresses.
