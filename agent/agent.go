@@ -63,6 +63,8 @@ type Datapath interface {
 	Attached() ([]int, error)
 	// SetHostAddrs sets the node's own addresses (their traffic always passes).
 	SetHostAddrs(addrs []netip.Addr) error
+	// Sweep frees rules of pods detached elsewhere (by the CNI plugin's DEL).
+	Sweep() error
 }
 
 // Interfaces finds pods' host-side interfaces (netdev.Finder).

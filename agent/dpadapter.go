@@ -11,16 +11,29 @@ import (
 
 // kernelDatapath adapts *datapath.Datapath to Datapath.
 type kernelDatapath struct {
-	d *datapath.Datapath
+	d     *datapath.Datapath
+	audit bool
 }
 
-// NewDatapath adapts an open datapath for the agent.
-func NewDatapath(d *datapath.Datapath) Datapath { return kernelDatapath{d} }
+// NewDatapath adapts an open datapath for the agent; audit is the per-pod audit switch
+// every attached pod gets (ModeAudit), whatever the CNI plugin set.
+func NewDatapath(d *datapath.Datapath, audit bool) Datapath { return kernelDatapath{d, audit} }
 
 func (k kernelDatapath) Attach(ifindex int, initial rules.State) error {
-	_, err := k.d.Attach(ifindex, initial, initial)
-	return err
+	p, err := k.d.Attach(ifindex, initial, initial)
+	if err != nil {
+		return err
+	}
+	if p.Audit != k.audit {
+		if err := k.d.SetAudit(ifindex, k.audit); err != nil {
+			return fmt.Errorf("set audit %v on ifindex %d: %w", k.audit, ifindex, err)
+		}
+	}
+	return nil
 }
+
+// Sweep deletes rules left behind by detaches in other processes (the CNI plugin).
+func (k kernelDatapath) Sweep() error { return k.d.Sweep() }
 
 func (k kernelDatapath) Program(ifindex int, r *rules.PodRules) error {
 	_, err := k.d.Program(ifindex, r)

@@ -118,6 +118,8 @@ func (f *fakeDatapath) SetHostAddrs(a []netip.Addr) error {
 	return nil
 }
 
+func (f *fakeDatapath) Sweep() error { return nil }
+
 func (f *fakeDatapath) entry(ifindex int) (fakeEntry, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

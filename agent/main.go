@@ -137,7 +137,7 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp), Registerer: reg, Log: log})
+	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp, cfg.Mode == ModeAudit), Registerer: reg, Log: log})
 	if err != nil {
 		return err
 	}

@@ -409,6 +409,10 @@ func (a *Agent) collect() {
 			a.log.Error(err, "collect datapath entry", "ifindex", ifindex)
 		}
 	}
+	if err := a.deps.Datapath.Sweep(); err != nil {
+		a.m.datapathErrors.WithLabelValues("sweep").Inc()
+		a.log.Error(err, "sweep datapath rules")
+	}
 }
 
 // describe is the condition message: the policies in force per direction and their
