@@ -158,3 +158,54 @@ func BenchmarkIncrementalPolicyChange(b *testing.B) {
 	}
 	b.ReportMetric(float64(changed)/float64(i), "pods-changed/op")
 }
+
+// BenchmarkCompileNode: the node agent's view of the same cluster: rules for the 100
+// pods of one node (every pod elsewhere is still a peer), built from scratch.
+func BenchmarkCompileNode(b *testing.B) {
+	s := benchState(100, 100)
+	for i, p := range s.Pods {
+		p.Spec.NodeName = fmt.Sprintf("node-%d", i%100)
+	}
+	b.ReportAllocs()
+	var c *Compiler
+	for b.Loop() {
+		var err error
+		if c, err = Build(s, Options{Node: "node-7"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if len(c.out) != 100 {
+		b.Fatalf("%d pods compiled, want 100", len(c.out))
+	}
+	reportSize(b, c)
+}
+
+// BenchmarkIncrementalNodeLabelChange: the agent of one node sees a label change of a
+// pod elsewhere that one of its pods selects as a peer.
+func BenchmarkIncrementalNodeLabelChange(b *testing.B) {
+	s := benchState(100, 100)
+	for i, p := range s.Pods {
+		p.Spec.NodeName = fmt.Sprintf("node-%d", i%100)
+	}
+	c, err := Build(s, Options{Node: "node-7"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pods := [2]*corev1.Pod{s.Pods[5050].DeepCopy(), s.Pods[5050].DeepCopy()}
+	// pod-50 of ns-50 is a peer of node-7's pod-7 there (app-7-from-tier) as tier-1 only.
+	pods[0].Labels["tier"], pods[1].Labels["tier"] = "tier-1", "tier-2"
+	if _, err := c.UpsertPod(pods[1]); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	changed, i := 0, 0
+	for b.Loop() {
+		ch, err := c.UpsertPod(pods[i%2])
+		if err != nil {
+			b.Fatal(err)
+		}
+		changed += len(ch)
+		i++
+	}
+	b.ReportMetric(float64(changed)/float64(i), "pods-changed/op")
+}

@@ -748,3 +748,52 @@ func (c *Compiler) Dump(w io.Writer) error {
 	}
 	return bw.Flush()
 }
+
+// RuleMatch says how one rule relates to a flow: whether one of its peers admits the
+// remote address, and whether its ports admit the protocol and port there.
+type RuleMatch struct {
+	Peer, Port bool
+}
+
+// MatchRule evaluates one rule for a flow at pod (remote is the other end, port the
+// destination port), the way the compiled rules do; false if the rule is unknown. It
+// backs `strictgate explain`'s account of why no rule admitted a flow.
+func (c *Compiler) MatchRule(ref RuleRef, pod types.NamespacedName, remote netip.Addr, proto rules.Protocol, port uint16) (RuleMatch, bool) {
+	pol := c.policies[ref.Policy]
+	p := c.pods[pod]
+	if pol == nil || p == nil || ref.Index < 0 || ref.Index >= len(pol.rules[ref.Direction]) {
+		return RuleMatch{}, false
+	}
+	remote = remote.Unmap()
+	r := pol.rules[ref.Direction][ref.Index]
+	ra := newBatch(c).ruleAddrs(pol.key.Namespace, ref.Direction, r)
+	var m RuleMatch
+	m.Peer = slices.ContainsFunc(ra.blocks, func(pe *peerInfo) bool { return pe.admits(remote) }) ||
+		slices.ContainsFunc(ra.pods, func(pa podAddr) bool { return pa.prefix.Addr() == remote })
+	// Named ports resolve on the destination: the pod itself for ingress, the pod at
+	// the remote address for egress.
+	dst := p
+	if ref.Direction == rules.Egress {
+		dst = nil
+		for _, q := range c.pods {
+			if q.peer() && slices.Contains(q.ips, remote) {
+				dst = q
+			}
+		}
+	}
+	ports := slices.Clone(r.numeric)
+	if dst != nil {
+		ports = appendResolved(ports, r, dst)
+	}
+	m.Port = slices.ContainsFunc(ports, func(pr rules.PortRule) bool { return pr.Matches(proto, port) })
+	return m, true
+}
+
+// RuleCount returns how many rules a policy has for direction d; false if unknown.
+func (c *Compiler) RuleCount(policy types.NamespacedName, d rules.Direction) (int, bool) {
+	pol := c.policies[policy]
+	if pol == nil {
+		return 0, false
+	}
+	return len(pol.rules[d]), true
+}

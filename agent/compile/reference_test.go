@@ -373,7 +373,22 @@ func TestReferenceModel(t *testing.T) {
 					if (v == rules.Allow) != want {
 						t.Fatalf("seed %d: %s %s %s %s/%d: compiled %v (rule %d), naive allow=%v\nrules: %+v", seed, key, d, remote, proto, port, v, id, want, dr.Entries)
 					}
-					if v != rules.Allow || dr.State != rules.StateIsolated {
+					if dr.State != rules.StateIsolated {
+						continue
+					}
+					if v != rules.Allow {
+						// explain's account: no rule of an isolating policy matches both
+						// peer and port (ClusterIPs are judged by their backends instead).
+						if n.service(remote) == nil {
+							for _, pk := range c.SelectingPolicies(key, d) {
+								cnt, _ := c.RuleCount(pk, d)
+								for i := range cnt {
+									if m, ok := c.MatchRule(RuleRef{Policy: pk, Direction: d, Index: i}, key, remote, proto, port); !ok || (m.Peer && m.Port) {
+										t.Fatalf("seed %d: %s %s %s %s/%d denied, but MatchRule(%s[%d]) = %+v, %v", seed, key, d, remote, proto, port, pk, i, m, ok)
+									}
+								}
+							}
+						}
 						continue
 					}
 					// Attribution: the deciding rule must itself admit the flow (for a
@@ -394,6 +409,9 @@ func TestReferenceModel(t *testing.T) {
 						}
 						if !n.ruleAdmits(np, d, ref.Index, pod, remote, proto, port) {
 							t.Fatalf("seed %d: %s %s %s %s/%d: attributed to %v which does not admit it", seed, key, d, remote, proto, port, ref)
+						}
+						if m, _ := c.MatchRule(ref, key, remote, proto, port); !m.Peer || !m.Port {
+							t.Fatalf("seed %d: %s %s %s %s/%d: allowed by %v but MatchRule says %+v", seed, key, d, remote, proto, port, ref, m)
 						}
 					}
 				}

@@ -10,6 +10,9 @@ import (
 	"os"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/strictgate/strictgate/agent/compile"
 	"github.com/strictgate/strictgate/agent/rules"
 )
 
@@ -190,5 +193,43 @@ func (e *Evaluator) outcomeText(o *Outcome, remote string) string {
 	if o.dir == rules.Egress {
 		peer = "to"
 	}
-	return fmt.Sprintf("denied: pod %s is isolated for %s by %s; no rule of %s admits %s %s on %s", o.Pod, o.dir, pols, pols, peer, o.remote, what)
+	var b strings.Builder
+	fmt.Fprintf(&b, "denied: pod %s is isolated for %s by %s; no rule of %s admits %s %s on %s", o.Pod, o.dir, pols, pols, peer, o.remote, what)
+	if _, isSvc := e.C.ServiceAt(o.remote, o.protocol, o.port); isSvc && o.dir == rules.Egress {
+		fmt.Fprintf(&b, "\n      (%s is a ClusterIP: allowed only where the rules allow every ready backend on its target port)", o.remote)
+		return b.String()
+	}
+	pod, _ := cutKey(o.Pod)
+	for _, name := range o.IsolatedBy {
+		key, _ := cutKey(name)
+		n, _ := e.C.RuleCount(key, o.dir)
+		if n == 0 {
+			fmt.Fprintf(&b, "\n      %s has no %s rules: it only isolates", name, o.dir)
+			continue
+		}
+		for i := range n {
+			m, ok := e.C.MatchRule(compile.RuleRef{Policy: key, Direction: o.dir, Index: i}, pod, o.remote, o.protocol, o.port)
+			if !ok {
+				continue
+			}
+			var why string
+			switch {
+			case !m.Peer && !m.Port:
+				why = fmt.Sprintf("its peers do not include %s and its ports do not include %s", o.remote, what)
+			case !m.Peer:
+				why = fmt.Sprintf("its peers do not include %s", o.remote)
+			case !m.Port:
+				why = fmt.Sprintf("admits %s, but not on %s", o.remote, what)
+			default:
+				why = "admits it"
+			}
+			fmt.Fprintf(&b, "\n      %s %s[%d]: %s", name, o.dir, i, why)
+		}
+	}
+	return b.String()
+}
+
+func cutKey(s string) (types.NamespacedName, bool) {
+	ns, name, ok := strings.Cut(s, "/")
+	return types.NamespacedName{Namespace: ns, Name: name}, ok
 }
