@@ -313,6 +313,13 @@ func unpinLink(pin string) error {
 	return nil
 }
 
+// ResetConntrack forgets every connection of the pod ifindex (and its fragment
+// trains): the next packet of each is judged as a new flow. RunPacket users (verdict)
+// call it between independent flows.
+func (d *Datapath) ResetConntrack(ifindex int) error {
+	return d.flushConntrack(uint32(ifindex))
+}
+
 // flushConntrack deletes the conntrack and fragment entries of an interface, so that a
 // later interface with the same index starts clean.
 func (d *Datapath) flushConntrack(ifindex uint32) error {
