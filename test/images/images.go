@@ -183,16 +183,22 @@ func BuildGo(ctx context.Context, pkg, out string) error {
 
 // Pause builds the sandbox image (test/images/pause) into dir.
 func Pause(ctx context.Context, dir string) (Image, error) {
-	return fromPackage(ctx, dir, "github.com/strictgate/strictgate/test/images/pause", "pause", PauseRef, nil)
+	return FromGoPackage(ctx, dir, "github.com/strictgate/strictgate/test/images/pause", PauseRef, nil)
 }
 
 // Probe builds the probe server image (test/images/probe) into dir. Its default
 // command serves TCP 8080, UDP 8081 and HTTP 8082.
 func Probe(ctx context.Context, dir string) (Image, error) {
-	return fromPackage(ctx, dir, "github.com/strictgate/strictgate/test/images/probe", "probe", ProbeRef, []string{"serve"})
+	return FromGoPackage(ctx, dir, "github.com/strictgate/strictgate/test/images/probe", ProbeRef, []string{"serve"})
 }
 
-func fromPackage(ctx context.Context, dir, pkg, bin, ref string, cmd []string) (Image, error) {
+// FromGoPackage builds the Go main package pkg statically and makes it an image named
+// ref with the binary at /<last element of pkg> as entrypoint and cmd as default
+// arguments; binary and tarball go to dir. strictgate's own image:
+//
+//	images.FromGoPackage(ctx, dir, "github.com/strictgate/strictgate/cmd/strictgate", "strictgate.local/strictgate:dev", nil)
+func FromGoPackage(ctx context.Context, dir, pkg, ref string, cmd []string) (Image, error) {
+	bin := path.Base(pkg)
 	binPath := filepath.Join(dir, bin)
 	if err := BuildGo(ctx, pkg, binPath); err != nil {
 		return Image{}, err
