@@ -152,7 +152,7 @@ const enum sg_verdict *unused_sg_verdict __attribute__((unused));
 
 enum parse_result {
 	PARSE_OK = 0,
-	PARSE_LINK_LOCAL, /* ARP, ND, MLD: always passes */
+	PARSE_LINK_LOCAL, /* ARP, or ND / MLD (which pass only with a link-local or multicast peer) */
 	PARSE_BAD,        /* cannot be judged: fail closed */
 };
 
@@ -635,6 +635,10 @@ static __always_inline int handle(struct __sk_buff *skb, const __u32 dir)
 		remote = p.src;
 	}
 
+	if (pr == PARSE_LINK_LOCAL && p.family == 6 && !(remote[0] == 0xff || (remote[0] == 0xfe && (remote[1] & 0xc0) == 0x80))) {
+		/* ND/MLD addressed off-link is no neighbour traffic: judge it as ICMPv6. */
+		pr = PARSE_OK;
+	}
 	if (pr == PARSE_LINK_LOCAL) {
 		d.verdict = SG_VERDICT_ALLOW;
 		d.reason = SG_REASON_LINK_LOCAL;

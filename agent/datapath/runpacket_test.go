@@ -146,6 +146,8 @@ func TestPrivilegedRunPacketRules(t *testing.T) {
 		{"ingress unknown source", I, ingress(tcp, "10.4.0.1", 22), deny, rules.RuleNone, pol},
 		{"arp passes", E, packet.ARP(), allow, rules.RuleNone, ReasonLinkLocal},
 		{"neighbour solicitation passes", I, packet.NeighborSolicitation(mustAddr("fe80::1"), mustAddr("fe80::2")), allow, rules.RuleNone, ReasonLinkLocal},
+		{"solicitation to a multicast group passes", E, packet.NeighborSolicitation(mustAddr("fd00::1"), mustAddr("ff02::1:ff00:2")), allow, rules.RuleNone, ReasonLinkLocal},
+		{"ND type to an off-link address is judged as ICMPv6", E, packet.NeighborSolicitation(mustAddr("fd00::1"), mustAddr("fd00:1::1:0:0:5")), deny, rules.RuleNone, pol},
 		{"vlan frame fails closed", E, packet.Ethernet(packet.EtherTypeVLAN, make([]byte, 40)), deny, rules.RuleNone, ReasonUnparseable},
 		{"truncated ipv4 fails closed", E, truncated, deny, rules.RuleNone, ReasonUnparseable},
 		{"bad ip version fails closed", E, badVersion, deny, rules.RuleNone, ReasonUnparseable},
