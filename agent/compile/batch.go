@@ -20,6 +20,7 @@ type batch struct {
 	svcs  []svcTarget
 	svcOK bool
 	key   []byte
+	flat  flat // reused by every flatten: its buffers grow once per batch
 }
 
 func newBatch(c *Compiler) *batch {
@@ -155,7 +156,8 @@ func (b *batch) dirRules(p *podInfo, d rules.Direction) rules.DirectionRules {
 }
 
 func (b *batch) flatten(p *podInfo, d rules.Direction, pols []*policyInfo) []rules.Entry {
-	f := newFlat()
+	f := &b.flat
+	f.items, f.ports = f.items[:0], f.ports[:0]
 	var ports, podPorts []rules.PortRule
 	for _, pol := range pols {
 		for _, r := range pol.rules[d] {

@@ -25,8 +25,6 @@ type flatItem struct {
 	hole        bool  // an except: only makes the prefix exist
 }
 
-func newFlat() *flat { return &flat{} }
-
 func (f *flat) add(cidr netip.Prefix, except []netip.Prefix, ports []rules.PortRule) {
 	first := int32(len(f.ports))
 	f.ports = append(f.ports, ports...)
@@ -57,8 +55,14 @@ type level struct {
 
 func (f *flat) entries() []rules.Entry {
 	slices.SortFunc(f.items, func(a, b flatItem) int { return comparePrefix(a.prefix, b.prefix) })
+	distinct := 0
+	for i := range f.items {
+		if i == 0 || f.items[i].prefix != f.items[i-1].prefix {
+			distinct++
+		}
+	}
 	var (
-		out   []rules.Entry
+		out   = make([]rules.Entry, 0, distinct)
 		stack []level
 		buf   []rules.PortRule
 		arena []rules.PortRule
