@@ -190,13 +190,20 @@ func clusterTerm(ctx context.Context, r *Review, pol *networkingv1.NetworkPolicy
 				selectedBy = append(selectedBy, ast.StringTerm(o.name))
 			}
 		}
-		podTerms = append(podTerms, ast.ObjectTerm(
+		selected := own.Matches(set)
+		pt := ast.NewObject(
 			ast.Item(ast.InternedTerm("name"), ast.StringTerm(p.Name)),
 			ast.Item(ast.InternedTerm("labels"), labelsTerm(p.Labels)),
-			ast.Item(ast.InternedTerm("ports"), podPortsTerm(p)),
-			ast.Item(ast.InternedTerm("selected"), ast.InternedTerm(own.Matches(set))),
+			ast.Item(ast.InternedTerm("selected"), ast.InternedTerm(selected)),
 			ast.Item(ast.InternedTerm("policies"), ast.ArrayTerm(selectedBy...)),
-		))
+		)
+		if selected {
+			// Only the selected pods' ports matter to a policy (its ingress named
+			// ports); peers' ports are summarised in input.cluster.peers. Rendering
+			// every pod's ports would double the input of a large namespace.
+			pt.Insert(ast.InternedTerm("ports"), podPortsTerm(p))
+		}
+		podTerms = append(podTerms, ast.NewTerm(pt))
 	}
 
 	peers, err := peersTerm(ctx, nsName, pol, pods, facts)
