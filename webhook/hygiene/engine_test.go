@@ -409,3 +409,18 @@ func TestMissingDirectoryIsUnhealthyNotFatal(t *testing.T) {
 		t.Fatal("built-ins not in force")
 	}
 }
+
+// TestReadmeExample loads the worked example of policies/README.md (kept verbatim in
+// testdata/readme-example) as a custom rules directory.
+func TestReadmeExample(t *testing.T) {
+	e := newEngine(t, Options{Dir: "testdata/readme-example"})
+	if st := e.Status(); !st.Healthy {
+		t.Fatalf("README example rejected: %s", st.LastError)
+	}
+	fs := evaluate(t, e, ast.MustParseTerm(`{"request": {"operation": "CREATE", "namespace": "shop", "name": "web"},
+		"policy": {"metadata": {"name": "web", "namespace": "shop"}, "spec": {"podSelector": {}}}}`).Value)
+	if len(fs) != 1 || fs[0].ID != "ACME001-owner-label" || fs[0].Action != Warn ||
+		fs[0].Message != "ACME001-owner-label: NetworkPolicy shop/web has no owner label; add metadata.labels.owner: <team>" {
+		t.Fatalf("findings %+v", fs)
+	}
+}
