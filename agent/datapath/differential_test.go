@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"math/rand/v2"
+	"reflect"
 	"net/netip"
 	"testing"
 
@@ -184,6 +185,40 @@ func TestPrivilegedDifferential(t *testing.T) {
 	if want := len(pr.Ingress.Entries) + len(pr.Egress.Entries); n != want || d.idx.total != want {
 		t.Errorf("trie holds %d entries, index %d, want %d", n, d.idx.total, want)
 	}
+	// What the kernel holds reads back as what was programmed.
+	got, err := d.ProgrammedRules(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []rules.Direction{rules.Ingress, rules.Egress} {
+		sortEntries(pr.Dir(dir).Entries)
+	}
+	if !reflect.DeepEqual(normalizeEmpty(got), normalizeEmpty(pr)) {
+		t.Errorf("read back\n%+v\nprogrammed\n%+v", got, pr)
+	}
+	if p, _ := d.Pod(pod); p.Digest != RulesDigest(got) {
+		t.Errorf("digest of the read-back rules %x differs from the pod's %x", RulesDigest(got), p.Digest)
+	}
+}
+
+// normalizeEmpty makes nil and empty slices compare equal.
+func normalizeEmpty(r *rules.PodRules) *rules.PodRules {
+	c := *r
+	for _, dir := range []rules.Direction{rules.Ingress, rules.Egress} {
+		dr := c.Dir(dir)
+		es := make([]rules.Entry, 0, len(dr.Entries))
+		for _, e := range dr.Entries {
+			if len(e.Ports) == 0 {
+				e.Ports = nil
+			}
+			es = append(es, e)
+		}
+		if len(es) == 0 {
+			es = nil
+		}
+		dr.Entries = es
+	}
+	return &c
 }
 
 func randomIn(rng *rand.Rand, p netip.Prefix) netip.Addr {

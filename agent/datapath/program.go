@@ -265,12 +265,7 @@ func RulesDigest(r *rules.PodRules) uint64 {
 			continue
 		}
 		es := slices.Clone(dr.Entries)
-		slices.SortFunc(es, func(a, b rules.Entry) int {
-			if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-				return c
-			}
-			return a.Prefix.Bits() - b.Prefix.Bits()
-		})
+		sortEntries(es)
 		for _, e := range es {
 			a := e.Prefix.Addr().As16()
 			h.Write(a[:])
