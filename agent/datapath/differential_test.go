@@ -2,8 +2,8 @@ package datapath
 
 import (
 	"math/rand/v2"
-	"reflect"
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/strictgate/strictgate/agent/datapath/packet"
