@@ -2,6 +2,9 @@ package hygiene
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -422,5 +425,27 @@ func TestReadmeExample(t *testing.T) {
 	if len(fs) != 1 || fs[0].ID != "ACME001-owner-label" || fs[0].Action != Warn ||
 		fs[0].Message != "ACME001-owner-label: NetworkPolicy shop/web has no owner label; add metadata.labels.owner: <team>" {
 		t.Fatalf("findings %+v", fs)
+	}
+}
+
+func TestStatusEndpoint(t *testing.T) {
+	dir := t.TempDir()
+	e := newEngine(t, Options{Dir: dir})
+	get := func() (int, Status) {
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		var st Status
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatalf("status body %q: %v", rec.Body.String(), err)
+		}
+		return rec.Code, st
+	}
+	if code, st := get(); code != http.StatusOK || !st.Healthy || len(st.Rules) != 11 {
+		t.Fatalf("healthy status: %d %+v", code, st)
+	}
+	write(t, dir, "x.rego", "package strictgate.rules.x\nviolation contains {")
+	_ = e.Reload(context.Background())
+	if code, st := get(); code != http.StatusServiceUnavailable || st.Healthy || !strings.Contains(st.LastError, "x.rego") {
+		t.Fatalf("broken status: %d %+v", code, st)
 	}
 }
