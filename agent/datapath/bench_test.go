@@ -115,3 +115,24 @@ func BenchmarkRunPacket(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkProgram measures one atomic re-program of a pod (write the new generation,
+// flip, delete the old) with n prefixes sharing one port list.
+func BenchmarkProgram(b *testing.B) {
+	d := openEphemeral(b)
+	for _, n := range []int{10, 1000, 10000} {
+		ifindex := 2000 + n
+		if _, err := d.Register(ifindex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
+			b.Fatal(err)
+		}
+		pr := benchRules(n)
+		b.Run(fmt.Sprintf("prefixes=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := d.Program(ifindex, pr); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/prefix")
+		})
+	}
+}
