@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,7 @@ type env struct {
 	t       *testing.T
 	rc      *rest.Config // admin (system:masters)
 	admin   client.Client
+	self    client.Client // the webhook's own service account
 	cfg     Config
 	webhook string // https://host:port of the admission server
 	caPool  *x509.CertPool
@@ -212,17 +214,18 @@ func startEnv(t *testing.T) *env {
 	}
 
 	writes := &writeCounter{n: map[string]int{}}
-	mgr, err := newManager(saRC, cfg, func(c client.Client) client.Client {
+	mctx, cancel := context.WithCancel(ctx)
+	mgr, err := newManager(mctx, saRC, cfg, func(c client.Client) client.Client {
 		return countingClient{Client: c, writes: writes}
 	})
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	mgr.GetWebhookServer().Register(testLabelerPath, &admission.Webhook{Handler: admission.HandlerFunc(
 		func(context.Context, admission.Request) admission.Response {
 			return admission.Patched("test relabel", jsonPatchOp("add", "/metadata/labels/test.strictgate.dev~1relabeled", "yes"))
 		})})
-	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	var mgrErr error
 	go func() { mgrErr = mgr.Start(mctx); close(done) }()
@@ -238,10 +241,14 @@ func startEnv(t *testing.T) *env {
 		}
 	})
 
+	self, err := client.New(saRC, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(e.WebhookInstallOptions.LocalServingCAData)
 	en := &env{
-		t: t, rc: rc, admin: admin, cfg: cfg, caPool: pool, writes: writes,
+		t: t, rc: rc, admin: admin, self: self, cfg: cfg, caPool: pool, writes: writes,
 		webhook: "https://" + net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)),
 		probe:   "http://" + cfg.ProbeAddr, metrics: "http://" + cfg.MetricsAddr,
 		certDir: cfg.CertDir,
@@ -553,13 +560,29 @@ func (e *env) testDefaultDeny(t *testing.T) {
 		e.wantGenerated(t, "kube-system", false)
 		e.wantGenerated(t, e.cfg.Namespace, false)
 	})
+	t.Run("others may not edit or delete them", func(t *testing.T) {
+		// Hygiene rule SG011 (webhook/networkpolicy.go) guards them even against
+		// cluster admins; the tests below change them as strictgate's own account to
+		// simulate drift.
+		np, err := e.getNP(ns, defaultdeny.DenyName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.admin.Delete(ctx, np); err == nil || !strings.Contains(err.Error(), "SG011") {
+			t.Fatalf("admin delete: %v, want an SG011 denial", err)
+		}
+		np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+		if err := e.admin.Update(ctx, np); err == nil || !strings.Contains(err.Error(), "SG011") {
+			t.Fatalf("admin update: %v, want an SG011 denial", err)
+		}
+	})
 	t.Run("re-created after deletion", func(t *testing.T) {
 		for _, name := range []string{defaultdeny.DenyName, defaultdeny.DNSName} {
 			np, err := e.getNP(ns, name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := e.admin.Delete(ctx, np); err != nil {
+			if err := e.self.Delete(ctx, np); err != nil {
 				t.Fatal(err)
 			}
 			eventually(t, 20*time.Second, "re-created "+name, func() error {
@@ -582,7 +605,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 		}
 		np.Spec.Egress = nil // now it only isolates egress: a change with teeth
 		delete(np.Labels, defaultdeny.ManagedByLabel)
-		if err := e.admin.Update(ctx, np); err != nil {
+		if err := e.self.Update(ctx, np); err != nil {
 			t.Fatal(err)
 		}
 		deny, err := e.getNP(ns, defaultdeny.DenyName)
@@ -590,7 +613,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 			t.Fatal(err)
 		}
 		deny.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
-		if err := e.admin.Update(ctx, deny); err != nil {
+		if err := e.self.Update(ctx, deny); err != nil {
 			t.Fatal(err)
 		}
 		e.wantGenerated(t, ns, true)
@@ -601,6 +624,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 		writes := e.writes.get(ns)
 		runs := reconciles(t)
 		// Touch the namespace and a policy's metadata: both reconcile, neither may write.
+		// (The policy is touched as strictgate's own account: SG011 refuses others.)
 		nsObj := &corev1.Namespace{}
 		if err := e.admin.Get(ctx, types.NamespacedName{Name: ns}, nsObj); err != nil {
 			t.Fatal(err)
@@ -614,7 +638,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 			t.Fatal(err)
 		}
 		np.Annotations = map[string]string{"touched": "yes"}
-		if err := e.admin.Update(ctx, np); err != nil {
+		if err := e.self.Update(ctx, np); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 10*time.Second, "reconciles after the touches", func() error {
@@ -833,6 +857,24 @@ func (e *env) testMetrics(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+
+	resp, err = http.Get(e.metrics + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var status struct {
+		Hygiene struct {
+			Healthy bool
+			Rules   []json.RawMessage
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&status); err != nil {
+		t.Fatalf("/status: %v", err)
+	}
+	if !status.Hygiene.Healthy || len(status.Hygiene.Rules) == 0 {
+		t.Fatalf("/status = %+v, want healthy built-in hygiene rules", status)
 	}
 }
 

@@ -69,6 +69,9 @@ type Config struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
+
+	// Hygiene configures the NetworkPolicy hygiene validator (networkpolicy.go).
+	Hygiene NetworkPolicyConfig
 }
 
 // DefaultConfig returns the configuration the chart's defaults correspond to.
@@ -88,6 +91,7 @@ func DefaultConfig() Config {
 		LeaseDuration:       15 * time.Second,
 		RenewDeadline:       10 * time.Second,
 		RetryPeriod:         2 * time.Second,
+		Hygiene:             DefaultNetworkPolicyConfig(),
 	}
 }
 
@@ -113,6 +117,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LeaseDuration, "leader-lease-duration", c.LeaseDuration, "leader-election lease duration")
 	fs.DurationVar(&c.RenewDeadline, "leader-renew-deadline", c.RenewDeadline, "how long the leader keeps trying to renew before giving up")
 	fs.DurationVar(&c.RetryPeriod, "leader-retry-period", c.RetryPeriod, "interval between leader-election attempts")
+	c.Hygiene.BindFlags(fs)
 }
 
 // Validate reports configuration errors a person can fix from the message.
@@ -138,6 +143,9 @@ func (c *Config) Validate() error {
 	if c.LeaderElection && !(c.LeaseDuration > c.RenewDeadline && c.RenewDeadline > c.RetryPeriod && c.RetryPeriod > 0) {
 		errs = append(errs, fmt.Errorf("leader election needs --leader-lease-duration (%v) > --leader-renew-deadline (%v) > --leader-retry-period (%v) > 0",
 			c.LeaseDuration, c.RenewDeadline, c.RetryPeriod))
+	}
+	if err := c.Hygiene.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

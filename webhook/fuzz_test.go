@@ -16,7 +16,7 @@ import (
 // fuzzHandlers are the handlers FuzzAdmission drives, in a fixed order (the fuzzer's
 // first argument picks one). Panics are not recovered here: a panic must fail the
 // fuzz run, not become an error response.
-func fuzzHandlers() []struct {
+func fuzzHandlers(tb testing.TB) []struct {
 	path string
 	h    http.Handler
 } {
@@ -29,6 +29,7 @@ func fuzzHandlers() []struct {
 	}{
 		{PathMutatePod, mk(testMutator())},
 		{PathValidateNamespace, mk(&NamespaceValidator{Groups: []string{DefaultOptOutGroup}})},
+		{PathValidateNetworkPolicy, mk(newTestValidator(tb, benchFacts(10)))},
 	}
 }
 
@@ -44,7 +45,7 @@ func review(t testing.TB, req admissionv1.AdmissionRequest) []byte {
 }
 
 // FuzzAdmission sends arbitrary HTTP bodies through AdmissionReview decoding and each
-// handler. Whatever comes in, the answer is a well-formed AdmissionReview, never a
+// handler (pod mutator, namespace validator, NetworkPolicy hygiene validator). Whatever comes in, the answer is a well-formed AdmissionReview, never a
 // 5xx other than the mutator's deliberate fail-closed 503, and a patch, when there is
 // one, applies to the object and adds exactly one gate.
 func FuzzAdmission(f *testing.F) {
@@ -61,7 +62,19 @@ func FuzzAdmission(f *testing.F) {
 	f.Add(uint8(1), review(f, nsRequest(admissionv1.Update, []string{"devs"}, nil, map[string]string{"strictgate.dev/enforce": "disabled"}).AdmissionRequest))
 	f.Add(uint8(1), review(f, nsRequest(admissionv1.Create, []string{DefaultOptOutGroup}, nil, map[string]string{"strictgate.dev/enforce": "disabled"}).AdmissionRequest))
 
-	handlers := fuzzHandlers()
+	for _, seed := range NetworkPolicyFuzzSeeds() {
+		for _, op := range []admissionv1.Operation{admissionv1.Create, admissionv1.Update, admissionv1.Delete} {
+			req := npRequest(op, "", "")
+			if op == admissionv1.Delete {
+				req.OldObject.Raw = seed
+			} else {
+				req.Object.Raw = seed
+			}
+			f.Add(uint8(2), review(f, req.AdmissionRequest))
+		}
+	}
+
+	handlers := fuzzHandlers(f)
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		hh := handlers[int(which)%len(handlers)]
 		r := httptest.NewRequest(http.MethodPost, hh.path, bytes.NewReader(body))

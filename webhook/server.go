@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/strictgate/strictgate/webhook/defaultdeny"
+	"github.com/strictgate/strictgate/webhook/hygiene"
 )
 
 // Scheme holds the built-in types the webhook process reads and writes.
@@ -44,13 +46,16 @@ func TLSOptions() []func(*tls.Config) {
 // NewManager builds the webhook process: the HTTPS admission server with every
 // handler registered, /healthz and /readyz, /metrics, and the leader-elected
 // default-deny controller. Start it with mgr.Start(ctx).
-func NewManager(rc *rest.Config, cfg Config) (manager.Manager, error) {
-	return newManager(rc, cfg, nil)
+//
+// ctx bounds the loading of the hygiene rules and is what their directory watcher
+// runs under; pass the context the manager will be started with.
+func NewManager(ctx context.Context, rc *rest.Config, cfg Config) (manager.Manager, error) {
+	return newManager(ctx, rc, cfg, nil)
 }
 
 // newManager is NewManager with a hook that wraps the default-deny controller's client
 // (tests count its writes through it).
-func newManager(rc *rest.Config, cfg Config, wrapControllerClient func(client.Client) client.Client) (manager.Manager, error) {
+func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapControllerClient func(client.Client) client.Client) (manager.Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -83,8 +88,17 @@ func newManager(rc *rest.Config, cfg Config, wrapControllerClient func(client.Cl
 	for path, h := range Handlers(cfg, namespaces) {
 		srv.Register(path, Instrumented(path, h))
 	}
-	if _, err := registerNetworkPolicyValidator(mgr, cfg); err != nil {
-		return nil, err
+	engine, err := SetupNetworkPolicyValidator(ctx, mgr, cfg, cfg.Hygiene)
+	if err != nil {
+		return nil, fmt.Errorf("set up NetworkPolicy hygiene validator: %w", err)
+	}
+	// A broken custom rule set keeps the last good one in force, so it must not make
+	// the webhook unready (that would fail every admission closed); it is reported
+	// at /status on the metrics server and in strictgate_hygiene_* metrics instead.
+	if cfg.MetricsAddr != "0" {
+		if err := mgr.AddMetricsServerExtraHandler("/status", statusHandler(engine)); err != nil {
+			return nil, fmt.Errorf("add /status: %w", err)
+		}
 	}
 
 	ddClient := mgr.GetClient()
@@ -120,7 +134,7 @@ func newManager(rc *rest.Config, cfg Config, wrapControllerClient func(client.Cl
 
 // Run builds the manager and runs it until ctx ends.
 func Run(ctx context.Context, rc *rest.Config, cfg Config) error {
-	mgr, err := NewManager(rc, cfg)
+	mgr, err := NewManager(ctx, rc, cfg)
 	if err != nil {
 		return err
 	}
@@ -143,15 +157,17 @@ func Instrumented(path string, h admission.Handler) http.Handler {
 	return instrument(path, &admission.Webhook{Handler: h})
 }
 
-// networkPolicyValidatorWired says whether registerNetworkPolicyValidator serves
-// PathValidateNetworkPolicy; tests install that webhook only when it does.
-const networkPolicyValidatorWired = false
+// networkPolicyValidatorWired says whether NewManager serves PathValidateNetworkPolicy;
+// tests install that webhook only when it does.
+const networkPolicyValidatorWired = true
 
-// registerNetworkPolicyValidator mounts the NetworkPolicy hygiene validator
-// (webhook/networkpolicy.go, owned by the hygiene work) at PathValidateNetworkPolicy,
-// and reports whether it did.
-func registerNetworkPolicyValidator(mgr manager.Manager, cfg Config) (bool, error) {
-	_ = mgr
-	_ = cfg
-	return false, nil
+// statusHandler serves the process's status as JSON: today the hygiene rule set in
+// force and the newest load attempt.
+func statusHandler(engine *hygiene.Engine) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(struct {
+			Hygiene hygiene.Status `json:"hygiene"`
+		}{engine.Status()})
+	})
 }
