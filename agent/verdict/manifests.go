@@ -185,19 +185,29 @@ func (m *Manifests) addObject(where string, obj any, warn func(string)) error {
 	if tm.Kind == "" || tm.APIVersion == "" {
 		return fmt.Errorf("%s: object without apiVersion or kind", where)
 	}
-	var target any
-	switch tm.APIVersion + " " + tm.Kind {
-	case "v1 List":
+	if strings.HasSuffix(tm.Kind, "List") {
 		items, ok := obj.(map[string]any)["items"].([]any)
 		if !ok && obj.(map[string]any)["items"] != nil {
-			return fmt.Errorf("%s: List items must be a sequence", where)
+			return fmt.Errorf("%s: %s items must be a sequence", where, tm.Kind)
 		}
 		for i, it := range items {
+			// Items of a typed list (PodList, as the API returns it) carry no kind.
+			if im, ok := it.(map[string]any); ok && tm.Kind != "List" {
+				if _, has := im["kind"]; !has {
+					im["kind"] = strings.TrimSuffix(tm.Kind, "List")
+				}
+				if _, has := im["apiVersion"]; !has {
+					im["apiVersion"] = tm.APIVersion
+				}
+			}
 			if err := m.addObject(fmt.Sprintf("%s (items[%d])", where, i), it, warn); err != nil {
 				return err
 			}
 		}
 		return nil
+	}
+	var target any
+	switch tm.APIVersion + " " + tm.Kind {
 	case "v1 Namespace":
 		target = &corev1.Namespace{}
 	case "v1 Pod":
@@ -210,7 +220,7 @@ func (m *Manifests) addObject(where string, obj any, warn func(string)) error {
 		target = &discoveryv1.EndpointSlice{}
 	default:
 		switch tm.Kind {
-		case "Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice", "List":
+		case "Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice":
 			return fmt.Errorf("%s: %s %s: unsupported apiVersion (want v1, networking.k8s.io/v1 or discovery.k8s.io/v1)", where, tm.Kind, tm.APIVersion)
 		}
 		if warn != nil {

@@ -157,6 +157,8 @@ func TestLoadForms(t *testing.T) {
 	write(t, dir, "b.json", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","namespace":"y"},"status":{"podIP":"10.0.0.1"}}
 {"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Service","metadata":{"name":"s","namespace":"y"},"spec":{"clusterIP":"10.96.0.1","ports":[{"port":80}]}}]}`)
 	write(t, dir, "ignored.txt", "not a manifest")
+	// As the API returns lists: typed, items without kind.
+	write(t, dir, "c.yml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicyList\nitems:\n- metadata: {name: q, namespace: y}\n  spec: {podSelector: {}}\n")
 	m, err := Load([]string{dir}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -164,10 +166,13 @@ func TestLoadForms(t *testing.T) {
 	if len(m.State.Namespaces) != 1 || m.State.Namespaces[0].Name != "y" || m.State.Namespaces[0].Labels["on"] != "yes" || m.State.Namespaces[0].Labels["kubernetes.io/metadata.name"] != "y" {
 		t.Errorf("namespace: %+v", m.State.Namespaces)
 	}
-	if len(m.State.Policies) != 1 {
+	if len(m.State.Policies) != 2 {
 		t.Fatalf("policies: %d", len(m.State.Policies))
 	}
 	p := m.State.Policies[0]
+	if p.Name != "p" {
+		p = m.State.Policies[1]
+	}
 	if p.Namespace != "y" || len(p.Spec.PolicyTypes) != 2 || *p.Spec.Egress[0].Ports[0].Protocol != "TCP" {
 		t.Errorf("policy defaults: %+v", p.Spec)
 	}
