@@ -64,11 +64,16 @@ type NetworkPolicyOptions struct {
 // it decodes the request, gathers cluster facts, evaluates the hygiene rules and
 // answers deny (all deny findings, each with its rule id), or allow with warnings.
 //
+// Requests by strictgate's own service account (opts.ServiceAccount) are admitted
+// without evaluation: they come from the default-deny controller, which must be able
+// to put its policies in place whatever custom rules say.
+//
 // dryRun requests (kubectl --dry-run=server) are judged exactly the same but leave
 // no trace: findings are not logged as enforcement events (only at debug level)
 // and metrics count them with dry_run="true".
 type NetworkPolicyValidator struct {
 	rules  NetworkPolicyRules
+	self   string        // strictgate's own service account: not judged
 	facts  hygiene.Facts // nil: evaluate without cluster facts
 	inputs *hygiene.InputBuilder
 	log    logr.Logger
@@ -93,6 +98,7 @@ func NewNetworkPolicyValidator(rules NetworkPolicyRules, reader client.Reader, o
 	}
 	v := &NetworkPolicyValidator{
 		rules: rules,
+		self:  opts.ServiceAccount,
 		inputs: hygiene.NewInputBuilder(hygiene.Settings{
 			MaxPortRange:      opts.MaxPortRange,
 			ProtectedPolicies: protected,
@@ -120,6 +126,13 @@ func (v *NetworkPolicyValidator) Handle(ctx context.Context, req admission.Reque
 	}
 	if review == nil {
 		return admission.Allowed("") // an operation hygiene has no opinion on
+	}
+
+	if v.self != "" && review.UserInfo.Username == v.self {
+		// strictgate's own controller writes only the generated policies; a custom
+		// rule (say, "every policy needs an owner label") must never stop it from
+		// putting default-deny in place.
+		return admission.Allowed("strictgate's own service account")
 	}
 
 	var warnings []string

@@ -167,6 +167,8 @@ func TestNetworkPolicyValidatorResponses(t *testing.T) {
 	dryRun.DryRun = &yes
 	saDelete := npRequest(admissionv1.Delete, "", named(DefaultDenyPolicyName))
 	saDelete.UserInfo.Username = hygSA
+	saOpen := npRequest(admissionv1.Create, openPolicy, "")
+	saOpen.UserInfo.Username = hygSA
 	bareDelete := npRequest(admissionv1.Delete, "", "")
 	bareDelete.Name = DefaultDenyPolicyName
 
@@ -187,6 +189,7 @@ func TestNetworkPolicyValidatorResponses(t *testing.T) {
 		{name: "delete of default-deny refused", req: npRequest(admissionv1.Delete, "", named(DefaultDenyPolicyName)), code: http.StatusForbidden, contains: "SG011-protected-policy"},
 		{name: "delete without oldObject uses the name", req: bareDelete, code: http.StatusForbidden, contains: "SG011-protected-policy"},
 		{name: "service account may delete", req: saDelete, allowed: true},
+		{name: "service account not judged", req: saOpen, allowed: true},
 		{name: "warn rule warns", req: npRequest(admissionv1.Create, `{"metadata":{"name":"w","namespace":"shop"},"spec":{"podSelector":{"matchLabels":{"app":"ghost"}}}}`, ""), facts: benchFacts(5), allowed: true, warning: "SG007-unmatched-selector"},
 		{name: "facts unavailable warns", req: npRequest(admissionv1.Create, benchPolicy, ""), facts: &memFacts{err: errors.New("cache not synced")}, allowed: true, warning: "cluster facts unavailable"},
 		{name: "nulls tolerated", req: npRequest(admissionv1.Create, `{"metadata":{"name":"n"},"spec":{"podSelector":null,"ingress":[null,{"from":null,"ports":[null]}],"egress":null,"policyTypes":null}}`, ""), code: http.StatusForbidden, contains: "SG001-open-rule"},
