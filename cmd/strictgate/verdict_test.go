@@ -93,3 +93,26 @@ func TestVerdictStdin(t *testing.T) {
 		t.Fatalf("stdout %q stderr %q", stdout.String(), stderr.String())
 	}
 }
+
+// TestPrivilegedVerdictEngineBPF: `--engine=bpf` answers exactly as the Go engine on the
+// xyz case (the bpfengine package's differential test covers random clusters).
+func TestPrivilegedVerdictEngineBPF(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: --engine=bpf loads eBPF programs and needs root (CI runs this as root)")
+	}
+	dir := filepath.Join("..", "..", "agent", "verdict", "testdata", "xyz")
+	var outs [2]bytes.Buffer
+	for i, engine := range []string{"go", "bpf"} {
+		var stderr bytes.Buffer
+		args := []string{"verdict", "--engine", engine, "--manifests", filepath.Join(dir, "manifests"), "--flows", filepath.Join(dir, "flows.jsonl"), "--node-ip", "192.168.7.1"}
+		if code := run(args, &outs[i], &stderr); code != 0 {
+			t.Fatalf("%s engine: exit %d: %s", engine, code, stderr.String())
+		}
+	}
+	if outs[0].String() != outs[1].String() {
+		t.Fatalf("engines disagree\ngo:\n%s\nbpf:\n%s", outs[0].String(), outs[1].String())
+	}
+	if n := strings.Count(outs[1].String(), "\n"); n != 15 {
+		t.Fatalf("%d lines, want 15", n)
+	}
+}
