@@ -201,6 +201,12 @@ func (d *Datapath) Detach(ifindex int) error {
 	if err := d.detachHooks(ifindex, mode); err != nil {
 		errs = append(errs, err)
 	}
+	if p.Ifindex == 0 && (hasOurFilter(ifindex, netlink.HANDLE_MIN_INGRESS) || hasOurFilter(ifindex, netlink.HANDLE_MIN_EGRESS)) {
+		// Leftover filters of an interrupted Detach.
+		if err := d.detachHooks(ifindex, AttachTC); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if p.Ifindex != 0 {
 		d.forget(ifindex, slot)
 	}
