@@ -23,6 +23,43 @@ violation contains msg if {
 	)
 }
 
+# An egress rule without "to" reaches every address, the metadata service included,
+# unless its ports keep it off the service's HTTP port.
+violation contains msg if {
+	some [dir, i, r] in lib.rules
+	dir == "egress"
+	count(lib.list(r, "to")) == 0
+	reaches_metadata_port(r)
+	msg := sprintf(
+		"%s: %s has no \"to\", so it also allows the cloud metadata service (169.254.169.254, fd00:ec2::254), which serves node credentials; allow the internet as ipBlock 0.0.0.0/0 with except [169.254.169.254/32] (and ::/0 with except [fd00:ec2::254/128]) instead",
+		[id, lib.rule_path(dir, i)],
+	)
+}
+
+metadata_port := 80
+
+reaches_metadata_port(r) if count(lib.list(r, "ports")) == 0
+
+reaches_metadata_port(r) if {
+	some p in lib.list(r, "ports")
+	is_object(p)
+	lib.protocol(p) == "TCP"
+	port_covers(p, metadata_port)
+}
+
+port_covers(p, _) if not lib.has(p, "port")
+
+port_covers(p, _) if is_string(p.port) # a named port resolves per destination: assume it may
+
+port_covers(p, n) if p.port == n
+
+port_covers(p, n) if {
+	is_number(p.port)
+	is_number(p.endPort)
+	p.port <= n
+	n <= p.endPort
+}
+
 # A malformed CIDR is the API server's to reject, not ours: skip it rather than error.
 contains_addr(cidr, addr) if {
 	net.cidr_is_valid(cidr)

@@ -45,3 +45,29 @@ test_ingress_from_metadata_not_flagged if {
 test_malformed_cidr_tolerated if {
 	count(sg004.violation) == 0 with input as egress_to({"cidr": "not-a-cidr", "except": [42, null]})
 }
+
+egress_rule(rule) := {"request": {"operation": "CREATE"}, "policy": {"spec": {"egress": [rule]}}}
+
+test_open_egress_reaches_metadata if {
+	v := sg004.violation with input as egress_rule({})
+	count(v) == 1
+	some msg in v
+	contains(msg, "spec.egress[0] has no \"to\"")
+	contains(msg, "except [169.254.169.254/32]")
+}
+
+test_open_egress_on_http_ports_reaches_metadata if {
+	count(sg004.violation) == 1 with input as egress_rule({"ports": [{"port": 80}]})
+	count(sg004.violation) == 1 with input as egress_rule({"ports": [{"protocol": "TCP", "port": 1, "endPort": 1000}]})
+	count(sg004.violation) == 1 with input as egress_rule({"to": [], "ports": [{"protocol": "TCP"}]})
+	count(sg004.violation) == 1 with input as egress_rule({"ports": [{"port": "http"}]})
+}
+
+test_open_egress_on_other_ports_passes if {
+	count(sg004.violation) == 0 with input as egress_rule({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]})
+	count(sg004.violation) == 0 with input as egress_rule({"ports": [{"port": 80, "protocol": "UDP"}, {"port": 443}]})
+}
+
+test_open_ingress_not_flagged if {
+	count(sg004.violation) == 0 with input as {"policy": {"spec": {"ingress": [{}]}}}
+}
