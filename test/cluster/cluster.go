@@ -171,6 +171,11 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (*Cluster, error) {
 	if statuses := cfg.status(ctx, bins); healthy(statuses) {
 		cl, err := cfg.connect(bins)
 		if err == nil {
+			// Re-assert the sinks and the shield (idempotent, atomic): a reused cluster
+			// gets this version's rules.
+			if err := cfg.setupNetwork(ctx); err != nil {
+				return nil, err
+			}
 			cl.Reused = true
 			return cl, nil
 		}

@@ -23,8 +23,9 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 }
 
 // clusterPorts are every port a cluster component listens on (etcd, API server,
-// kubelet, kube-proxy, controller-manager, scheduler) plus the NodePort range.
-const clusterPorts = "2379-2381, 6443, 10248-10260, 30000-32767"
+// kubelet, kube-proxy, controller-manager, scheduler), the NodePort range, and the
+// ports strictgate's host-network agent and webhook use (metrics 9960-9969, 9443).
+const clusterPorts = "2379-2381, 6443, 9443, 9960-9969, 10248-10260, 30000-32767"
 
 // nftRuleset shields the cluster: no connection from an external interface reaches a
 // cluster port; no pod packet is forwarded to an external interface; nothing for the
@@ -84,10 +85,10 @@ func (c Config) sinkRoutes() [][]string {
 // setupNetwork puts the sinks and the shield in place; it runs before any component
 // starts and is idempotent.
 func (c Config) setupNetwork(ctx context.Context) error {
-	// Replace the table as a whole so a second up never stacks rules.
-	run(ctx, "nft", "delete", "table", "inet", nftTable)
+	// Replace the table as a whole, in one transaction (no moment without the shield),
+	// so a second up never stacks rules: declaring it first makes the delete valid.
 	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(c.nftRuleset())
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("table inet %[1]s\ndelete table inet %[1]s\n", nftTable) + c.nftRuleset())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("install nftables shield: %w: %s", err, out)
 	}
