@@ -40,8 +40,10 @@ type Config struct {
 	// ServiceAccount is the full username of the webhook's own service account
 	// (system:serviceaccount:<ns>:<name>); only it may modify the generated policies.
 	ServiceAccount string
-	// AgentServiceAccount is the full username of the node agent's service account;
-	// only it may set the gate condition (enforced by the gate-guard VAP, not here).
+	// AgentServiceAccount is the full username of the node agent's service account.
+	// Only it may set the gate condition; the gate-guard VAP enforces that through
+	// the strictgate-gate-setter ClusterRole the chart binds to this account, so the
+	// webhook process itself does not read it.
 	AgentServiceAccount string
 	// ExcludedNamespaces are further namespaces that are never enforced.
 	ExcludedNamespaces []string
