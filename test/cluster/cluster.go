@@ -534,6 +534,9 @@ func (cl *Cluster) CNIConfPath() string {
 	return filepath.Join(cl.Config.CNIConfDir, cl.Config.CNIConfFile)
 }
 
+// Kubectl returns the path of a kubectl of the cluster's version.
+func (cl *Cluster) Kubectl() string { return cl.bins["kubectl"].path }
+
 // Ctr runs containerd's ctr against the node's containerd (namespace k8s.io).
 func (cl *Cluster) Ctr(ctx context.Context, args ...string) error {
 	return cl.Config.ctr(ctx, cl.bins, args...)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -162,6 +163,23 @@ func TestPrivilegedDeploymentExecAndLogs(t *testing.T) {
 	if _, _, err := cl.Exec(ctx, ns, p.Name, "probe", "/probe", "connect", "--timeout", "300ms", "127.0.0.1:1"); err == nil {
 		t.Fatal("exec of a failing command: want an error")
 	}
+	// The same through kubectl itself.
+	kubectl := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, cl.Kubectl(), append([]string{"--kubeconfig", cl.Kubeconfig, "-n", ns}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err = kubectl("exec", p.Name, "--", "/probe", "connect", "--message", "via-kubectl", fmt.Sprintf("127.0.0.1:%d", images.ProbeTCPPort))
+	if want := p.Name + " via-kubectl"; err != nil || strings.TrimSpace(out) != want {
+		t.Fatalf("kubectl exec: %q (%v), want %q", out, err, want)
+	}
+	eventually(t, 10*time.Second, func() error {
+		out, err := kubectl("logs", p.Name)
+		if err != nil || !strings.Contains(out, `"via-kubectl"`) {
+			return fmt.Errorf("kubectl logs: %v\n%s", err, out)
+		}
+		return nil
+	})
 	eventually(t, 10*time.Second, func() error {
 		logs, err := cl.Logs(ctx, ns, p.Name, "probe")
 		if err != nil {
@@ -172,6 +190,24 @@ func TestPrivilegedDeploymentExecAndLogs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestPrivilegedUpReusesHealthyCluster(t *testing.T) {
+	cl := Ensure(t)
+	before := cl.Config.status(context.Background(), cl.bins)
+	again, err := Up(context.Background(), cl.Config, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Reused {
+		t.Fatal("second up did not reuse the healthy cluster")
+	}
+	after := again.Config.status(context.Background(), again.bins)
+	for i := range before {
+		if before[i].PID == 0 || before[i].PID != after[i].PID {
+			t.Errorf("%s: pid %d before, %d after a second up: want the same running process", before[i].Name, before[i].PID, after[i].PID)
+		}
+	}
 }
 
 func TestPrivilegedPodToPod(t *testing.T) {

@@ -237,6 +237,8 @@ func (c Config) binaries() (map[string]binary, error) {
 	for _, n := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
 		add(n, k, n)
 	}
+	// kubectl is not run by the cluster, but people and tests use it against it.
+	add("kubectl", k, "kubectl")
 	add("etcd", v["ETCD_VERSION"], "etcd")
 	add("containerd", v["CONTAINERD_VERSION"], "containerd", "containerd-shim-runc-v2", "ctr")
 	add("runc", v["RUNC_VERSION"], "runc")
