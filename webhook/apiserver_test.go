@@ -812,7 +812,7 @@ func (e *env) httpsClient() *http.Client {
 func (e *env) testBadInput(t *testing.T) {
 	hc := e.httpsClient()
 	for _, tt := range badInputs() {
-		for _, path := range []string{PathMutatePod, PathValidateNamespace} {
+		for _, path := range []string{PathMutatePod, PathValidateNamespace, PathValidateNetworkPolicy} {
 			t.Run(path+"/"+tt.name, func(t *testing.T) {
 				ct := tt.contentType
 				if ct == "" {
