@@ -109,6 +109,16 @@ func Open(opts Options) (*Datapath, error) {
 				return nil, fmt.Errorf("create pin directory: %w", err)
 			}
 		}
+		// Processes opening at the same time (CNI plugin, agent) take turns: the first
+		// creates and pins, the others adopt. The lock goes with the descriptor.
+		lock, err := unix.Open(d.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open pin root %s: %w", d.root, err)
+		}
+		defer unix.Close(lock)
+		if err := unix.Flock(lock, unix.LOCK_EX); err != nil {
+			return nil, fmt.Errorf("lock pin root %s: %w", d.root, err)
+		}
 		if _, err := os.Stat(filepath.Join(d.mapDir(), bpfMapSgCfg)); errors.Is(err, os.ErrNotExist) {
 			d.created = true
 		}

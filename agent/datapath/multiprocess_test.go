@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/strictgate/strictgate/agent/datapath/packet"
@@ -71,5 +72,44 @@ func TestPrivilegedTwoProcesses(t *testing.T) {
 	pc, _ := cni.PodCounters(reused)
 	if pc.Get(rules.Egress, VerdictDeny).Packets != 1 || pc.Get(rules.Egress, VerdictAllow).Packets != 0 {
 		t.Errorf("counters of a reused slot: %+v, want only the one packet since registration", pc)
+	}
+}
+
+// TestPrivilegedConcurrentFirstOpen: several processes (here goroutines) opening a fresh
+// pin root at once all end up on the same maps, initialised once.
+func TestPrivilegedConcurrentFirstOpen(t *testing.T) {
+	requireRoot(t)
+	root := tempPinRoot(t)
+	const n = 4
+	ds := make([]*Datapath, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ds[i], errs[i] = Open(Options{PinRoot: root})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		defer ds[i].Close()
+	}
+	if _, err := ds[0].Register(5, rules.StateUnisolated, rules.StateUnisolated); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range ds {
+		if p, err := d.Pod(5); err != nil || p.Egress != rules.StateUnisolated {
+			t.Errorf("open %d does not see the pod registered through open 0: %+v %v", i, p, err)
+		}
+		if c, err := d.Config(); err != nil || !c.AllowHost || c.EventMode != DefaultEventMode {
+			t.Errorf("open %d: config %+v %v; want the defaults", i, c, err)
+		}
+	}
+	if err := ds[0].Remove(); err != nil {
+		t.Fatal(err)
 	}
 }
