@@ -441,8 +441,8 @@ func TestDefaults(t *testing.T) {
 			}
 		}
 		for _, m := range c.VolumeMounts {
-			if m.Name == "bpffs" && (m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationHostToContainer) {
-				t.Errorf("bpffs mount propagation %v, want HostToContainer (no Bidirectional: that needs privileged)", m.MountPropagation)
+			if m.Name == "bpffs" && m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional {
+				t.Errorf("bpffs mount propagation Bidirectional needs a privileged container")
 			}
 		}
 	})
