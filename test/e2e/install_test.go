@@ -3,9 +3,12 @@ package e2e
 import (
 	"context"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/strictgate/strictgate/test/cluster"
 	"github.com/strictgate/strictgate/test/e2e/harness"
@@ -31,4 +34,27 @@ func setup(t *testing.T) (*cluster.Cluster, *harness.Install) {
 		t.Fatalf("install strictgate: %v", installErr)
 	}
 	return cl, installed
+}
+
+// TestPrivilegedHelmInstall: `helm upgrade --install --wait` of the chart succeeds on
+// the cluster with the image built from this tree, and leaves the admission side and
+// the agent in place.
+func TestPrivilegedHelmInstall(t *testing.T) {
+	cl, in := setup(t)
+	t.Logf("image %s: build+import %s, helm install --wait %s", in.Image.Ref, in.BuildTook.Round(time.Millisecond), in.HelmTook.Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := cl.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{}); err != nil {
+		t.Error(err)
+	}
+	if _, err := cl.Client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, "strictgate-gate-guard", metav1.GetOptions{}); err != nil {
+		t.Error(err)
+	}
+	if _, err := harness.AgentPod(ctx, cl.Client); err != nil {
+		t.Error(err)
+	}
+	b, err := os.ReadFile(cl.Config.CNIConfDir + "/" + cl.Config.CNIConfFile)
+	if err != nil || !strings.Contains(string(b), `"type": "strictgate"`) {
+		t.Errorf("the agent's installer did not chain strictgate into %s: %v\n%s", cl.Config.CNIConfFile, err, b)
+	}
 }
