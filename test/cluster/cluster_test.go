@@ -34,7 +34,10 @@ func namespace(t *testing.T, cl *Cluster) string {
 	}, strings.ToLower(strings.TrimPrefix(t.Name(), "TestPrivileged")))
 	name := fmt.Sprintf("smoke-%s-%04x", base[:min(30, len(base))], rand.IntN(1<<16))
 	ctx := context.Background()
-	if _, err := cl.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+	// Opted out of strictgate, should a suite have it installed: these tests check
+	// plain Kubernetes.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"strictgate.dev/enforce": "disabled"}}}
+	if _, err := cl.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The controller-manager makes the default ServiceAccount; pods are refused until then.

@@ -26,7 +26,12 @@ func TestPrivilegedDownLeavesNothingBehind(t *testing.T) {
 	if err := flockWait(lockFile, syscall.LOCK_EX, 30*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Flock(int(lockFile.Fd()), syscall.LOCK_SH)
+	// Back to shared afterwards unless this process holds the cluster exclusively.
+	defer func() {
+		if exclusiveErr == nil && !exclusiveHeld() {
+			syscall.Flock(int(lockFile.Fd()), syscall.LOCK_SH)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 

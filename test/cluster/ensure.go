@@ -41,13 +41,25 @@ func Ensure(t testing.TB) *Cluster {
 			ensureErr = err
 			return
 		}
-		if lockFile, err = lock(cfg, syscall.LOCK_EX, 45*time.Minute); err != nil {
+		bins, err := cfg.binaries()
+		if err != nil {
 			ensureErr = err
 			return
 		}
-		defer syscall.Flock(int(lockFile.Fd()), syscall.LOCK_SH)
 		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 		defer cancel()
+		// Shared while the cluster is healthy, so test processes of several packages
+		// use it at once; exclusive only to start (or restart) it.
+		if lockFile, err = lock(cfg, syscall.LOCK_SH, 45*time.Minute); err != nil {
+			ensureErr = err
+			return
+		}
+		if !healthy(cfg.status(ctx, bins)) {
+			if ensureErr = flockWait(lockFile, syscall.LOCK_EX, 45*time.Minute); ensureErr != nil {
+				return
+			}
+			defer syscall.Flock(int(lockFile.Fd()), syscall.LOCK_SH)
+		}
 		ensureCluster, ensureErr = Up(ctx, cfg, os.Stderr)
 	})
 	if ensureErr != nil {
@@ -66,6 +78,40 @@ func WithExclusiveLock(cfg Config, timeout time.Duration, f func() error) error 
 	defer l.Close()
 	return f()
 }
+
+// EnsureExclusive is Ensure for suites that change the cluster for everyone (a helm
+// install of strictgate, a chained CNI plugin, webhooks): it waits until no other test
+// process uses the cluster and keeps every other process' Ensure waiting until this
+// process exits, so tests that expect plain Kubernetes never see those changes.
+func EnsureExclusive(t testing.TB) *Cluster {
+	t.Helper()
+	cl := Ensure(t)
+	exclusiveOnce.Do(func() {
+		fmt.Fprintln(os.Stderr, "cluster: waiting for other test processes to finish using the cluster")
+		exclusiveErr = flockWait(lockFile, syscall.LOCK_EX, 45*time.Minute)
+		if exclusiveErr == nil {
+			// The wait may have let another process restart the cluster.
+			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+			defer cancel()
+			var again *Cluster
+			if again, exclusiveErr = Up(ctx, cl.Config, os.Stderr); exclusiveErr == nil {
+				ensureCluster, exclusiveDone = again, true
+			}
+		}
+	})
+	if exclusiveErr != nil {
+		t.Fatalf("one-node cluster, exclusive: %v", exclusiveErr)
+	}
+	return ensureCluster
+}
+
+var (
+	exclusiveOnce sync.Once
+	exclusiveErr  error
+	exclusiveDone bool
+)
+
+func exclusiveHeld() bool { return exclusiveDone }
 
 // lock opens the cluster's lock file and takes how (LOCK_EX or LOCK_SH), polling so a
 // wait can end.
