@@ -8,9 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -313,7 +311,9 @@ func TestPrivilegedTrafficMatchesVerdict(t *testing.T) {
 
 	// What verdict says, from the objects as the API server has them.
 	dir := t.TempDir()
-	dumpState(t, cl, dir, "e2e-x", "e2e-y")
+	if err := harness.DumpState(ctx, cl.Client, dir, "e2e-x", "e2e-y"); err != nil {
+		t.Fatal(err)
+	}
 	verdicts := runVerdict(t, in.StrictgateBinary(), dir, cl, svc, cases)
 
 	for i, c := range cases {
@@ -426,71 +426,6 @@ func TestPrivilegedDropCounterIncreases(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("network_policy_drop_count_total{namespace=%q}: %v -> %v", ns, before, after)
-}
-
-// dumpState writes the namespaces, pods, policies, services and endpoint slices of
-// namespaces as `kind: List` JSON files for `strictgate verdict --manifests`.
-func dumpState(t *testing.T, cl *cluster.Cluster, dir string, namespaces ...string) {
-	t.Helper()
-	ctx := ctxFor(t, time.Minute)
-	var items []any
-	add := func(apiVersion, kind string, objs ...any) {
-		for _, o := range objs {
-			b, err := json.Marshal(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				t.Fatal(err)
-			}
-			m["apiVersion"], m["kind"] = apiVersion, kind
-			items = append(items, m)
-		}
-	}
-	// kube-system too: the generated strictgate-allow-dns names kube-dns pods there.
-	for _, ns := range append(namespaces, "kube-system") {
-		n, err := cl.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		add("v1", "Namespace", n)
-		pods, err := cl.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range pods.Items {
-			add("v1", "Pod", &pods.Items[i])
-		}
-		nps, err := cl.Client.NetworkingV1().NetworkPolicies(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range nps.Items {
-			add("networking.k8s.io/v1", "NetworkPolicy", &nps.Items[i])
-		}
-		svcs, err := cl.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range svcs.Items {
-			add("v1", "Service", &svcs.Items[i])
-		}
-		eps, err := cl.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range eps.Items {
-			add("discovery.k8s.io/v1", "EndpointSlice", &eps.Items[i])
-		}
-	}
-	b, err := json.MarshalIndent(map[string]any{"apiVersion": "v1", "kind": "List", "items": items}, "", " ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "state.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // runVerdict asks `strictgate verdict` about every case and returns allow per case.
