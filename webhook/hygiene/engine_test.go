@@ -3,6 +3,7 @@ package hygiene
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -447,5 +448,47 @@ func TestStatusEndpoint(t *testing.T) {
 	_ = e.Reload(context.Background())
 	if code, st := get(); code != http.StatusServiceUnavailable || st.Healthy || !strings.Contains(st.LastError, "x.rego") {
 		t.Fatalf("broken status: %d %+v", code, st)
+	}
+}
+
+// TestEvaluateDuringReloads runs requests while rule sets are swapped (go test -race
+// checks the hand-over); every evaluation sees one whole generation.
+func TestEvaluateDuringReloads(t *testing.T) {
+	dir := t.TempDir()
+	e := newEngine(t, Options{Dir: dir})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for ctx.Err() == nil {
+				fs, err := e.Evaluate(ctx, labelledForbidden)
+				if err != nil && ctx.Err() == nil {
+					errs <- err
+					return
+				}
+				if len(fs) > 1 {
+					errs <- fmt.Errorf("findings from two generations: %v", fs)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := range 6 {
+		if i%2 == 0 {
+			write(t, dir, "forbidden.rego", customRule)
+		} else {
+			write(t, dir, "forbidden.rego", strings.Replace(customRule, "remove the forbidden label", fmt.Sprintf("generation %d", i), 1))
+		}
+		if err := e.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
