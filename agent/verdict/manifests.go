@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -129,6 +130,9 @@ func splitDocuments(name string, data []byte) ([]document, error) {
 			break
 		}
 		if err != nil {
+			if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+				return nil, fmt.Errorf("%s:%s: bad YAML: %s", name, m[1], m[2])
+			}
 			return nil, fmt.Errorf("%s: bad YAML: %v", name, err)
 		}
 		var v any
@@ -146,6 +150,9 @@ func splitDocuments(name string, data []byte) ([]document, error) {
 	}
 	return docs, nil
 }
+
+// yamlLine picks the line out of the YAML decoder's messages ("yaml: line 5: ...").
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 func lineAt(data []byte, off int) int {
 	off = min(max(off, 0), len(data))

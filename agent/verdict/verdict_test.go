@@ -113,7 +113,8 @@ func TestBadInput(t *testing.T) {
 	cases := []struct {
 		name, manifest, flows, want string
 	}{
-		{"yaml syntax", goodPod + "---\nkind: [\n", `{"src":"x/a","dst":"1.1.1.1","port":80}`, "m.yaml: bad YAML"},
+		{"yaml syntax", goodPod + "---\nkind: [\n", `{"src":"x/a","dst":"1.1.1.1","port":80}`, "m.yaml:7: bad YAML: did not find expected node content"},
+		{"yaml indentation", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n   namespace: x\n", `{"src":"1.1.1.1","dst":"1.1.1.2","port":80}`, "m.yaml:5: bad YAML: mapping values are not allowed"},
 		{"unknown field", goodPod + "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {podSelecter: {}}\n", `{"src":"x/a","dst":"1.1.1.1","port":80}`, `m.yaml:7: NetworkPolicy: json: unknown field "podSelecter"`},
 		{"no kind", goodPod + "---\nmetadata: {name: b}\n", `{"src":"x/a","dst":"1.1.1.1","port":80}`, "m.yaml:7: object without apiVersion or kind"},
 		{"bad cidr", goodPod + "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]}\n", `{"src":"x/a","dst":"1.1.1.1","port":80}`, "m.yaml:7: networkpolicy x/p: ingress[0]: peer 0: ipBlock cidr"},
