@@ -39,6 +39,8 @@ type Compiler struct {
 	// addrs caches the addresses each rule's peers select, across updates; a change
 	// that can alter a rule's selection deletes its entry.
 	addrs map[*ruleInfo]*ruleAddrs
+	// svcs caches the Service targets for ServiceAt until the next change.
+	svcs []svcTarget
 }
 
 // nsPods indexes the pods of one namespace by label.
@@ -615,6 +617,7 @@ func compareKeys(a, b types.NamespacedName) int {
 
 // flush recomputes the dirty pods and returns those whose rules changed.
 func (c *Compiler) flush() []types.NamespacedName {
+	c.svcs = nil // every mutation ends here
 	if len(c.dirty) == 0 {
 		return nil
 	}
@@ -692,7 +695,10 @@ func (c *Compiler) ServiceAt(ip netip.Addr, proto rules.Protocol, port uint16) (
 	if !found {
 		return sp, false
 	}
-	for _, t := range newBatch(c).services() {
+	if c.svcs == nil {
+		c.svcs = newBatch(c).services()
+	}
+	for _, t := range c.svcs {
 		if t.prefix.Addr() == ip && t.proto == proto && t.port == port {
 			sp.HasPort = true
 			for _, b := range t.backends {
