@@ -36,6 +36,9 @@ func runWebhook(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		return err
 	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	// JSON logs on stderr. Handlers never log admitted objects or request bodies, so
 	// Secrets or tokens inside them cannot leak through logs.
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.Level(-*verbosity)})))
