@@ -62,7 +62,13 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
 	d := &demo{ctx: ctx, start: time.Now()}
-	if err := d.run(*mode, *binary, *keep); err != nil {
+	cfg, err := cluster.DefaultConfig()
+	if err == nil {
+		// Installing strictgate changes the cluster for everyone: wait until no test
+		// process uses it, and keep them waiting while the demo runs.
+		err = cluster.WithExclusiveLock(cfg, 45*time.Minute, func() error { return d.run(cfg, *mode, *binary, *keep) })
+	}
+	if err != nil {
 		fmt.Printf("\n\033[31mdemo stopped: %v\033[0m\n", err)
 		os.Exit(1)
 	}
@@ -101,14 +107,10 @@ func suffix(s string) string {
 	return "  (" + s + ")"
 }
 
-func (d *demo) run(mode, binary string, keep bool) error {
+func (d *demo) run(cfg cluster.Config, mode, binary string, keep bool) error {
 	fmt.Println("\033[1mstrictgate demo\033[0m — NetworkPolicy that fails closed at pod start-up, and says when it is in force.")
 
 	d.section("One-node Kubernetes cluster (etcd, kube-apiserver, kubelet, containerd, kube-proxy, ptp CNI)")
-	cfg, err := cluster.DefaultConfig()
-	if err != nil {
-		return err
-	}
 	t0 := time.Now()
 	d.say("starting or reusing the cluster (the very first run builds it from source: ~15 minutes) ...")
 	cl, err := cluster.Up(d.ctx, cfg, prefixWriter{"   cluster: "})

@@ -24,7 +24,10 @@ var (
 // binary). The suites share the installation; each works in namespaces of its own.
 func setup(t *testing.T) (*cluster.Cluster, *harness.Install) {
 	t.Helper()
-	cl := cluster.Ensure(t) // skips loudly when not root
+	// Exclusive: the install changes the cluster for everyone (webhooks, gates,
+	// default-deny, a chained CNI plugin); other packages' tests wait until we are done
+	// (TestMain uninstalls). Skips loudly when not root.
+	cl := cluster.EnsureExclusive(t)
 	installOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 		defer cancel()
