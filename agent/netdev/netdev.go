@@ -28,7 +28,15 @@ var (
 	// ErrSharedDevice means the route leads to a bridge or another device shared by
 	// several pods, where a per-pod program cannot be attached.
 	ErrSharedDevice = errors.New("pod is behind a shared device")
+	// ErrUnsupportedDevice means the route leads to a device that is not known to be a
+	// pod's own (ipvlan/macvlan pods are reached through the node's uplink, for example):
+	// attaching there would judge the node's traffic as the pod's.
+	ErrUnsupportedDevice = errors.New("pod's route leads to an unsupported device")
 )
+
+// podDeviceKinds are the link types CNIs give each pod on the host side: veth (ptp,
+// AWS VPC CNI, Calico, Cilium) and netkit (Cilium's newer per-pod device).
+var podDeviceKinds = map[string]bool{"veth": true, "netkit": true}
 
 // Interface is the host side of a pod's network connection.
 type Interface struct {
@@ -95,7 +103,46 @@ func (f *Finder) HostInterface(ip netip.Addr) (Interface, error) {
 	case "bridge", "openvswitch", "vxlan", "geneve", "ipip", "gre", "wireguard":
 		return Interface{}, fmt.Errorf("route to %s leads to %s: %w", ip, in, ErrSharedDevice)
 	}
+	if !podDeviceKinds[in.Kind] {
+		return Interface{}, fmt.Errorf("route to %s leads to %s: %w", ip, in, ErrUnsupportedDevice)
+	}
+	// Node uplinks can be veths too (kind and other nodes-in-containers). A pod's host
+	// device carries no subnet of its own (at most a /32 or /128 gateway address) and no
+	// default route.
+	if uplink, why := f.isUplink(link); uplink {
+		return Interface{}, fmt.Errorf("route to %s leads to %s, which %s: %w", ip, in, why, ErrUnsupportedDevice)
+	}
 	return in, nil
+}
+
+func (f *Finder) isUplink(link netlink.Link) (bool, string) {
+	addrs, err := f.h.AddrList(link, netlink.FAMILY_ALL)
+	if err == nil {
+		for _, a := range addrs {
+			ones, bits := a.Mask.Size()
+			ip, _ := netip.AddrFromSlice(a.IP)
+			if ones < bits && !ip.Unmap().IsLinkLocalUnicast() {
+				return true, "has the subnet " + a.IPNet.String()
+			}
+		}
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := f.h.RouteListFiltered(fam, &netlink.Route{LinkIndex: link.Attrs().Index}, netlink.RT_FILTER_OIF)
+		if err != nil {
+			continue
+		}
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.IP.IsUnspecified() && isZeroMask(r.Dst.Mask) {
+				return true, "carries a default route"
+			}
+		}
+	}
+	return false, ""
+}
+
+func isZeroMask(m net.IPMask) bool {
+	ones, _ := m.Size()
+	return ones == 0
 }
 
 // ByIndex returns the interface with ifindex, to check that an adopted attachment still

@@ -53,8 +53,9 @@ func TestPrivilegedHostInterface(t *testing.T) {
 		{ip: "127.0.0.1", wantErr: netdev.ErrHostAddress},
 		{ip: "10.202.0.7", wantErr: netdev.ErrSharedDevice},
 		{ip: "10.203.0.7", wantErr: netdev.ErrNotLocal},
-		{ip: "10.204.0.7", wantErr: netdev.ErrNotLocal}, // the node's default route
-		{ip: "10.205.0.7", wantErr: netdev.ErrNoRoute},  // an unreachable route
+		{ip: "10.204.0.7", wantErr: netdev.ErrNotLocal},          // the node's default route
+		{ip: "10.205.0.7", wantErr: netdev.ErrNoRoute},           // an unreachable route
+		{ip: "192.0.2.77", wantErr: netdev.ErrUnsupportedDevice}, // on the node's uplink subnet, as ipvlan pods are
 	} {
 		t.Run(tc.ip, func(t *testing.T) {
 			got, err := f.HostInterface(netip.MustParseAddr(tc.ip))
