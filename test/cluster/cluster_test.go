@@ -425,7 +425,7 @@ func TestPrivilegedReadinessGateHoldsPodUntilPatched(t *testing.T) {
 			t.Fatal(err)
 		}
 		if podReady(p) {
-			t.Fatal("pod turned Ready while its readiness gate had no condition")
+			t.Fatalf("pod turned Ready while its readiness gate had no condition of ours: %+v", p.Status.Conditions)
 		}
 	}
 	patch := fmt.Sprintf(`{"status":{"conditions":[{"type":%q,"status":"True","reason":"Programmed","message":"smoke test","lastTransitionTime":%q}]}}`,
