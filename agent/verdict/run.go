@@ -195,11 +195,17 @@ func (e *Evaluator) outcomeText(o *Outcome, remote string) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "denied: pod %s is isolated for %s by %s; no rule of %s admits %s %s on %s", o.Pod, o.dir, pols, pols, peer, o.remote, what)
-	if _, isSvc := e.C.ServiceAt(o.remote, o.protocol, o.port); isSvc && o.dir == rules.Egress {
-		fmt.Fprintf(&b, "\n      (%s is a ClusterIP: allowed only where the rules allow every ready backend on its target port)", o.remote)
+	pod, _ := cutKey(o.Pod)
+	if sp, isSvc := e.C.ServiceAt(o.remote, o.protocol, o.port); isSvc && o.dir == rules.Egress {
+		fmt.Fprintf(&b, "\n      %s is a ClusterIP: the rules must allow every ready backend on its target port", o.remote)
+		r, _ := e.C.Rules(pod)
+		for _, be := range sp.Backends {
+			if v, _ := r.Egress.Lookup(be.Addr, o.protocol, be.Port); v != rules.Allow {
+				fmt.Fprintf(&b, "\n      backend %s:%d is not allowed", be.Addr, be.Port)
+			}
+		}
 		return b.String()
 	}
-	pod, _ := cutKey(o.Pod)
 	for _, name := range o.IsolatedBy {
 		key, _ := cutKey(name)
 		n, _ := e.C.RuleCount(key, o.dir)

@@ -112,7 +112,7 @@ func TestPrivilegedVerdictEngineBPF(t *testing.T) {
 	if outs[0].String() != outs[1].String() {
 		t.Fatalf("engines disagree\ngo:\n%s\nbpf:\n%s", outs[0].String(), outs[1].String())
 	}
-	if n := strings.Count(outs[1].String(), "\n"); n != 15 {
-		t.Fatalf("%d lines, want 15", n)
+	if n := strings.Count(outs[1].String(), "\n"); n != 16 {
+		t.Fatalf("%d lines, want 16", n)
 	}
 }
