@@ -52,6 +52,10 @@ type Config struct {
 	OptOutGroups []string
 	// DNSPolicy makes the default-deny controller also generate strictgate-allow-dns.
 	DNSPolicy bool
+	// DNSNamespace and DNSPodLabels select the cluster DNS pods strictgate-allow-dns
+	// allows egress to (kube-system, k8s-app=kube-dns).
+	DNSNamespace string
+	DNSPodLabels map[string]string
 
 	// CertDir holds tls.crt and tls.key; they are reloaded when they change.
 	CertDir string
@@ -84,6 +88,8 @@ func DefaultConfig() Config {
 		AgentServiceAccount: serviceAccountUser(DefaultNamespace, "strictgate-agent"),
 		OptOutGroups:        []string{DefaultOptOutGroup},
 		DNSPolicy:           true,
+		DNSNamespace:        "kube-system",
+		DNSPodLabels:        map[string]string{"k8s-app": "kube-dns"},
 		CertDir:             "/tmp/k8s-webhook-server/serving-certs",
 		Port:                9443,
 		MetricsAddr:         ":8080",
@@ -109,6 +115,15 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(&stringList{dst: &c.ExcludedNamespaces}, "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated)")
 	fs.Var(&stringList{dst: &c.OptOutGroups}, "opt-out-group", "group allowed to set the "+enforce.Label+" label (repeatable or comma-separated; replaces the default)")
 	fs.BoolVar(&c.DNSPolicy, "dns-policy", c.DNSPolicy, "generate strictgate-allow-dns (egress to kube-dns) beside strictgate-default-deny")
+	fs.StringVar(&c.DNSNamespace, "dns-namespace", c.DNSNamespace, "namespace of the cluster DNS pods strictgate-allow-dns allows")
+	fs.Func("dns-pod-labels", "labels of the cluster DNS pods, key=value[,key=value] (default k8s-app=kube-dns)", func(v string) error {
+		labels, err := parseLabels(v)
+		if err != nil {
+			return err
+		}
+		c.DNSPodLabels = labels
+		return nil
+	})
 	fs.StringVar(&c.CertDir, "cert-dir", c.CertDir, "directory with tls.crt and tls.key (reloaded on change)")
 	fs.StringVar(&c.Host, "host", c.Host, "address the HTTPS admission server binds (empty = all)")
 	fs.IntVar(&c.Port, "port", c.Port, "port of the HTTPS admission server")
@@ -136,6 +151,9 @@ func (c *Config) Validate() error {
 	if c.Port <= 0 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port %d: want 1-65535", c.Port))
 	}
+	if c.DNSPolicy && (c.DNSNamespace == "" || len(c.DNSPodLabels) == 0) {
+		errs = append(errs, errors.New("--dns-policy needs --dns-namespace and --dns-pod-labels"))
+	}
 	if c.CertDir == "" {
 		errs = append(errs, errors.New("--cert-dir must not be empty"))
 	}
@@ -155,6 +173,26 @@ func (c *Config) Validate() error {
 // Scope is the set of namespaces strictgate does not enforce, as enforce needs it.
 func (c *Config) Scope() enforce.Scope {
 	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces}
+}
+
+// parseLabels parses key=value[,key=value].
+func parseLabels(v string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(part, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("label %q: want key=value", part)
+		}
+		out[k] = val
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no labels: want key=value[,key=value]")
+	}
+	return out, nil
 }
 
 // stringList is a flag.Value for repeatable, comma-separated string flags. The first

@@ -24,6 +24,10 @@ func TestConfigFlags(t *testing.T) {
 		{"excluded namespaces", []string{"--exclude-namespace=x", "--exclude-namespace= y ,"}, func(c *Config) bool {
 			return slices.Equal(c.ExcludedNamespaces, []string{"x", "y"}) && !c.Scope().Enforced(nsNamed("y"))
 		}, ""},
+		{"dns pod labels", []string{"--dns-namespace=dns", "--dns-pod-labels=app=coredns, tier=dns"}, func(c *Config) bool {
+			return c.DNSNamespace == "dns" && len(c.DNSPodLabels) == 2 && c.DNSPodLabels["app"] == "coredns" && c.DNSPodLabels["tier"] == "dns"
+		}, ""},
+		{"dns namespace empty", []string{"--dns-namespace="}, nil, "--dns-namespace"},
 		{"bad service account", []string{"--service-account=webhook"}, nil, "--service-account"},
 		{"bad port", []string{"--port=0"}, nil, "--port"},
 		{"empty namespace", []string{"--namespace="}, nil, "--namespace"},

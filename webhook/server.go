@@ -105,7 +105,10 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 	if wrapControllerClient != nil {
 		ddClient = wrapControllerClient(ddClient)
 	}
-	dd := &defaultdeny.Reconciler{Client: ddClient, Scope: cfg.Scope(), DNSPolicy: cfg.DNSPolicy}
+	dd := &defaultdeny.Reconciler{
+		Client: ddClient, Scope: cfg.Scope(),
+		DNSPolicy: cfg.DNSPolicy, DNSNamespace: cfg.DNSNamespace, DNSPodLabels: cfg.DNSPodLabels,
+	}
 	if err := dd.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up default-deny controller: %w", err)
 	}
