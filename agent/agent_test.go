@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -133,6 +134,51 @@ func TestAgentOnAPIServer(t *testing.T) {
 		if v, _ := e.rules.Ingress.Lookup(mustAddr("10.201.0.3"), rules.ProtocolTCP, 8080); v != rules.Deny {
 			t.Fatalf("old port still programmed: %+v", e.rules.Ingress)
 		}
+	})
+
+	t.Run("service changes re-program egress-isolated clients", func(t *testing.T) {
+		tcp := corev1.ProtocolTCP
+		egress := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "client-egress", Namespace: "default"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+				Egress: []networkingv1.NetworkPolicyEgressRule{{
+					To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr(intstr.FromInt(9090))}},
+				}},
+			},
+		}
+		must(cs.NetworkingV1().NetworkPolicies("default").Create(ctx, egress, metav1.CreateOptions{}))
+		svc := must(cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+			Spec: corev1.ServiceSpec{
+				Selector: map[string]string{"app": "web"},
+				Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt(9090), Protocol: tcp}},
+			},
+		}, metav1.CreateOptions{}))
+		cip := mustAddr(svc.Spec.ClusterIP)
+		waitRules := func(want rules.Verdict) {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				e, _ := dp.entry(13)
+				if e.rules != nil && e.rules.Egress.State == rules.StateIsolated {
+					if v, _ := e.rules.Egress.Lookup(cip, rules.ProtocolTCP, 80); v == want {
+						return
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("client's egress to %s:80 never became %s: %+v", cip, want, e.rules)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		waitRules(rules.Allow)
+		// A target port the policy does not allow closes the ClusterIP again.
+		svc.Spec.Ports[0].TargetPort = intstr.FromInt(7777)
+		must(cs.CoreV1().Services("default").Update(ctx, svc, metav1.UpdateOptions{}))
+		waitRules(rules.Deny)
 	})
 
 	t.Run("capacity failure sets False and keeps the pod closed", func(t *testing.T) {

@@ -436,7 +436,11 @@ func (a *Agent) describe(key types.NamespacedName) string {
 		}
 		parts = append(parts, d.String()+": "+strings.Join(names, ", "))
 	}
-	return "Policy programmed in the kernel. " + strings.Join(parts, "; ")
+	head := "Policy programmed in the kernel. "
+	if a.cfg.Mode == ModeAudit {
+		head = "Policy programmed in the kernel in audit mode (would-be drops are logged, not enforced). "
+	}
+	return head + strings.Join(parts, "; ")
 }
 
 func podIP(p *corev1.Pod) (netip.Addr, bool) {
