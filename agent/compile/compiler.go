@@ -375,14 +375,16 @@ func (c *Compiler) changePod(key types.NamespacedName, p *podInfo) {
 	if old == nil || p == nil || !old.samePeer(p) {
 		// With the same addresses and ports, only a change in which selectors match
 		// matters; otherwise anything that matches either version does.
-		addrChange := old == nil || p == nil || old.peer() != p.peer() || old.notReady != p.notReady ||
+		addrChange := old == nil || p == nil || old.peer() != p.peer() ||
 			!slices.Equal(old.ips, p.ips) || !maps.Equal(old.named, p.named)
 		for _, pol := range c.policies {
 			if c.peerChange(pol, old, p, addrChange) {
 				c.dirtyTargets(pol)
 			}
 		}
-		if so, sn := c.selectorBackend(old), c.selectorBackend(p); so != sn || (addrChange && (so || sn)) {
+		// Readiness matters to Services only (selector-resolved backends).
+		readyChange := old != nil && p != nil && old.notReady != p.notReady
+		if so, sn := c.selectorBackend(old), c.selectorBackend(p); so != sn || ((addrChange || readyChange) && (so || sn)) {
 			c.dirtyEgressIsolated()
 		}
 	}
