@@ -176,6 +176,23 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (*Cluster, error) {
 			if err := cfg.setupNetwork(ctx); err != nil {
 				return nil, err
 			}
+			// And the images of this checkout (a second or two): tests may rely on a
+			// newer probe than the one the cluster started with.
+			// Several test processes may do this at once: each in a directory of its own.
+			dir, err := os.MkdirTemp(cfg.Dir, "images-")
+			if err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(dir)
+			imgs, err := buildImages(ctx, dir)
+			if err != nil {
+				return nil, err
+			}
+			for _, im := range imgs {
+				if err := cfg.importImage(ctx, bins, im.Tarball); err != nil {
+					return nil, err
+				}
+			}
 			cl.Reused = true
 			return cl, nil
 		}
@@ -266,15 +283,9 @@ func (c Config) up(ctx context.Context, bins map[string]binary, out io.Writer) e
 	// Images build while etcd and containerd come up.
 	imgDir := filepath.Join(c.Dir, "images")
 	var imgs []images.Image
-	if err := step("build pause and probe images", func() error {
-		for _, build := range []func(context.Context, string) (images.Image, error){images.Pause, images.Probe} {
-			im, err := build(ctx, imgDir)
-			if err != nil {
-				return err
-			}
-			imgs = append(imgs, im)
-		}
-		return nil
+	if err := step("build pause and probe images", func() (err error) {
+		imgs, err = buildImages(ctx, imgDir)
+		return err
 	}); err != nil {
 		return err
 	}
@@ -326,6 +337,18 @@ func (c Config) up(ctx context.Context, bins map[string]binary, out io.Writer) e
 			return err
 		})
 	})
+}
+
+func buildImages(ctx context.Context, dir string) ([]images.Image, error) {
+	var imgs []images.Image
+	for _, build := range []func(context.Context, string) (images.Image, error){images.Pause, images.Probe} {
+		im, err := build(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		imgs = append(imgs, im)
+	}
+	return imgs, nil
 }
 
 // waitFor polls check until it succeeds, the component dies or timeout passes.

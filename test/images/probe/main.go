@@ -8,7 +8,8 @@
 //
 // TCP: the server reads one line and answers "<hostname> <line>\n". UDP: every datagram
 // is answered with "<hostname> <payload>". HTTP: /hostname, /healthz, /echo?msg=,
-// /clientip. The client prints the answer and exits 0, or prints the error and exits 1.
+// /clientip, /dial?protocol=&target=&msg=&timeout= (connect from here, answer or 502).
+// The client prints the answer and exits 0, or prints the error and exits 1.
 package main
 
 import (
@@ -182,6 +183,30 @@ func (s *server) mux() *http.ServeMux {
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	m.HandleFunc("/hostname", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, s.host) })
 	m.HandleFunc("/clientip", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
+	// /dial makes this pod the client: /dial?protocol=udp&target=10.244.0.7:8081 answers
+	// with the target's answer (200) or the error (502), like agnhost netexec's /dial,
+	// so a test can check pod-to-pod paths with one HTTP request instead of an exec.
+	m.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		proto := q.Get("protocol")
+		if proto == "" {
+			proto = "tcp"
+		}
+		timeout, err := time.ParseDuration(q.Get("timeout"))
+		if err != nil || timeout <= 0 || timeout > time.Minute {
+			timeout = 3 * time.Second
+		}
+		msg := q.Get("msg")
+		if msg == "" {
+			msg = "hello"
+		}
+		answer, err := connect(proto, q.Get("target"), msg, timeout)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		io.WriteString(w, answer)
+	})
 	m.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Printf("probe: http from %s: %q\n", r.RemoteAddr, r.URL.Query().Get("msg"))
 		io.WriteString(w, s.host+" "+r.URL.Query().Get("msg"))

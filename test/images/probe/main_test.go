@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -48,5 +50,41 @@ func TestProbeConnectFailsWhenNothingListens(t *testing.T) {
 		if got, err := connect(proto, addr, "x", 700*time.Millisecond); err == nil {
 			t.Errorf("%s to closed %s: got answer %q, want error", proto, addr, got)
 		}
+	}
+}
+
+func TestProbeDialRelaysAnswersAndErrors(t *testing.T) {
+	s, err := listen("127.0.0.1", []string{"0"}, []string{"0"}, []string{"0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	port := map[string]string{}
+	for _, a := range s.Addrs() {
+		f := strings.Fields(a)
+		port[f[0]] = f[1]
+	}
+	host, _ := os.Hostname()
+	tests := []struct {
+		name, query, want string
+		status            int
+	}{
+		{"tcp", "protocol=tcp&msg=x&target=" + port["tcp"], host + " x", 200},
+		{"udp", "protocol=udp&msg=y&target=" + port["udp"], host + " y", 200},
+		{"nothing there", "protocol=tcp&timeout=300ms&target=127.0.0.1:1", "", 502},
+		{"bad protocol", "protocol=sctp&target=" + port["tcp"], "", 502},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := http.Get("http://" + port["http"] + "/dial?" + tt.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status || (tt.want != "" && string(b) != tt.want) {
+				t.Fatalf("/dial?%s = %d %q, want %d %q", tt.query, resp.StatusCode, b, tt.status, tt.want)
+			}
+		})
 	}
 }
