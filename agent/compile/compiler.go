@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -227,8 +228,10 @@ func (c *Compiler) UpsertService(s *corev1.Service) ([]types.NamespacedName, err
 	if err != nil {
 		return nil, err
 	}
-	c.services[si.key] = si
-	c.dirtyEgressIsolated()
+	if old := c.services[si.key]; old == nil || !reflect.DeepEqual(old, si) {
+		c.services[si.key] = si
+		c.dirtyEgressIsolated()
+	}
 	return c.flush(), nil
 }
 
@@ -247,8 +250,12 @@ func (c *Compiler) UpsertEndpointSlice(es *discoveryv1.EndpointSlice) ([]types.N
 	if err != nil {
 		return nil, err
 	}
-	c.setSlice(si.key, si)
-	c.dirtyEgressIsolated()
+	// EndpointSlices are rewritten often (readiness, conditions, hints) without a
+	// change in what matters here.
+	if old := c.slices[si.key]; old == nil || !reflect.DeepEqual(old, si) {
+		c.setSlice(si.key, si)
+		c.dirtyEgressIsolated()
+	}
 	return c.flush(), nil
 }
 
