@@ -158,7 +158,10 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, nil); err != nil {
+	// No nodes and no controllers here: the pre-delete CNI cleanup Job would never run,
+	// so uninstall would wait for it in vain. The e2e suite checks that hook for real.
+	noHook := map[string]any{"agent": map[string]any{"cni": map[string]any{"uninstallOnDelete": false}}}
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, noHook); err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	} else if !strings.Contains(string(out), "rollout status") {
 		t.Errorf("install output lacks the NOTES (what to do next):\n%s", out)
@@ -193,7 +196,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	}
 
 	// An upgrade that changes something else keeps the certificate and the caBundles.
-	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}}); err != nil {
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}, "agent": noHook["agent"]}); err != nil {
 		t.Fatalf("helm upgrade: %v\n%s", err, out)
 	}
 	sec2, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{})

@@ -13,6 +13,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -168,6 +169,7 @@ func TestDefaults(t *testing.T) {
 		"Service": 3, "Deployment": 1, "DaemonSet": 1, "PodDisruptionBudget": 1,
 		"MutatingWebhookConfiguration": 1, "ValidatingWebhookConfiguration": 1,
 		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
+		"Job": 1, // the pre-delete CNI cleanup hook
 	}
 	if got := r.kinds(); !maps.Equal(got, wantKinds) {
 		t.Fatalf("rendered kinds:\n got  %v\n want %v", got, wantKinds)
@@ -444,6 +446,30 @@ func TestDefaults(t *testing.T) {
 			if m.Name == "bpffs" && m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional {
 				t.Errorf("bpffs mount propagation Bidirectional needs a privileged container")
 			}
+		}
+	})
+
+	t.Run("CNI cleanup hook", func(t *testing.T) {
+		j := one[batchv1.Job](r, "Job", "strictgate-cni-cleanup")
+		if j.Annotations["helm.sh/hook"] != "pre-delete" {
+			t.Errorf("cleanup Job hook %q, want pre-delete (before the agents go)", j.Annotations["helm.sh/hook"])
+		}
+		spec := j.Spec.Template.Spec
+		c := onlyContainer(t, spec.Containers)
+		if !slices.Equal(c.Args, []string{"cni", "uninstall", "--conf-dir=/host/cni/net.d"}) {
+			t.Errorf("cleanup args %v", c.Args)
+		}
+		if len(spec.Volumes) != 1 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/etc/cni/net.d" {
+			t.Errorf("cleanup volumes %+v, want only the CNI configuration directory", spec.Volumes)
+		}
+		if c.SecurityContext == nil || len(c.SecurityContext.Capabilities.Add) != 0 || spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+			t.Errorf("cleanup pod must need no capabilities and no API access: %+v", c.SecurityContext)
+		}
+		if spec.Affinity == nil || spec.Affinity.PodAntiAffinity == nil || len(spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 1 {
+			t.Errorf("cleanup pods must spread one per node (required anti-affinity): %+v", spec.Affinity)
+		}
+		if *j.Spec.Completions != *j.Spec.Parallelism {
+			t.Errorf("completions %d != parallelism %d", *j.Spec.Completions, *j.Spec.Parallelism)
 		}
 	})
 

@@ -20,10 +20,16 @@ func TestPrivilegedHelmUninstallLeavesNoWebhooks(t *testing.T) {
 	cl, in := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := in.Uninstall(ctx); err != nil {
-		t.Fatal(err)
+	if out, err := in.Helm.Uninstall(ctx, harness.Release, harness.Namespace); err != nil {
+		t.Fatalf("%v\n%s", err, out)
 	}
 	installed = nil // TestMain has nothing left to remove
+	// The chart's pre-delete hook took strictgate out of the node's CNI configuration.
+	b, err := os.ReadFile(cl.Config.CNIConfDir + "/" + cl.Config.CNIConfFile)
+	if err != nil || strings.Contains(string(b), `"strictgate"`) {
+		t.Errorf("strictgate still chained in the CNI configuration after helm uninstall: %v\n%s", err, b)
+		_ = harness.UnchainCNI(cl) // leave the cluster usable for others anyway
+	}
 	mw, err := cl.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -51,11 +57,6 @@ func TestPrivilegedHelmUninstallLeavesNoWebhooks(t *testing.T) {
 	}); err != nil {
 		t.Error(err)
 	}
-	b, err := os.ReadFile(cl.Config.CNIConfDir + "/" + cl.Config.CNIConfFile)
-	if err != nil || strings.Contains(string(b), `"strictgate"`) {
-		t.Errorf("strictgate still chained in the CNI configuration: %v\n%s", err, b)
-	}
-
 	// A new pod in a formerly enforced namespace gets no gate and becomes Ready.
 	namespace(t, cl, "e2e-after", nil)
 	startPod(t, cl, "e2e-after", "plain", nil)
