@@ -128,6 +128,11 @@ func (v *NetworkPolicyValidator) Handle(ctx context.Context, req admission.Reque
 		return admission.Allowed("") // an operation hygiene has no opinion on
 	}
 
+	if review.Operation == string(admissionv1.Update) && review.Object.DeletionTimestamp != nil {
+		// The deletion was admitted already; refusing the finalizer removals that
+		// follow would leave the policy stuck in Terminating.
+		return admission.Allowed("policy is being deleted")
+	}
 	if v.self != "" && review.UserInfo.Username == v.self {
 		// strictgate's own controller writes only the generated policies; a custom
 		// rule (say, "every policy needs an owner label") must never stop it from
@@ -391,4 +396,37 @@ func SetupNetworkPolicyValidator(ctx context.Context, mgr manager.Manager, cfg C
 	})
 	mgr.GetWebhookServer().Register(PathValidateNetworkPolicy, Instrumented(PathValidateNetworkPolicy, v))
 	return engine, nil
+}
+
+// StripPodForHygiene is a cache transform (cache.Options.ByObject[&corev1.Pod{}]) that
+// keeps of a pod only what the hygiene rules read: name, namespace, labels, phase and
+// container ports. The webhook caches every pod of the cluster for them; this keeps
+// that cache small. Use it only when nothing else in the process reads pods from the
+// cache.
+func StripPodForHygiene(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // tombstones and the like pass through
+	}
+	slim := &corev1.Pod{
+		TypeMeta: pod.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, Labels: pod.Labels,
+			ResourceVersion: pod.ResourceVersion, DeletionTimestamp: pod.DeletionTimestamp,
+		},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+	}
+	slim.Spec.Containers = slimContainers(pod.Spec.Containers)
+	slim.Spec.InitContainers = slimContainers(pod.Spec.InitContainers)
+	return slim, nil
+}
+
+func slimContainers(cs []corev1.Container) []corev1.Container {
+	var out []corev1.Container
+	for _, c := range cs {
+		if len(c.Ports) > 0 {
+			out = append(out, corev1.Container{Name: c.Name, Ports: c.Ports})
+		}
+	}
+	return out
 }

@@ -195,6 +195,24 @@ func (h *hygEnv) seed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// alice and strictgate's service account may edit NetworkPolicies as far as RBAC goes.
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "np-editor"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "create", "update", "patch", "delete"}}},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "np-editor"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "np-editor"},
+		Subjects: []rbacv1.Subject{
+			{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"},
+			{Kind: rbacv1.ServiceAccountKind, Namespace: "strictgate", Name: "strictgate-webhook"},
+		},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := h.admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, p := range []*corev1.Pod{
 		hygPod("web", map[string]string{"app": "web"}, corev1.ContainerPort{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}),
 		hygPod("db", map[string]string{"app": "db"}, corev1.ContainerPort{Name: "postgres", ContainerPort: 5432, Protocol: corev1.ProtocolTCP}),
@@ -314,6 +332,35 @@ func TestNetworkPolicyHygieneOnAPIServer(t *testing.T) {
 	t.Run("dry-run", h.testDryRun)
 	t.Run("protected policies", h.testProtected)
 	t.Run("custom rules", h.testCustomRules)
+	t.Run("finalizer removal while deleting", h.testFinalizer)
+}
+
+// testFinalizer: a non-compliant policy (written by strictgate's service account,
+// which is not judged) with a finalizer can still be deleted: the finalizer removal
+// is an UPDATE of the terminating object, which hygiene must not refuse.
+func (h *hygEnv) testFinalizer(t *testing.T) {
+	ctx := context.Background()
+	sa := h.impersonate(t, hygSA, "system:serviceaccounts")
+	bad := np("finalized", func(s *networkingv1.NetworkPolicySpec) { s.Ingress = []networkingv1.NetworkPolicyIngressRule{{}} })
+	bad.Finalizers = []string{"test.strictgate.dev/hold"}
+	if err := sa.Create(ctx, bad); err != nil {
+		t.Fatalf("service account create: %v", err)
+	}
+	if err := h.admin.Delete(ctx, bad); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	var cur networkingv1.NetworkPolicy
+	if err := h.admin.Get(ctx, client.ObjectKeyFromObject(bad), &cur); err != nil {
+		t.Fatal(err)
+	}
+	if cur.DeletionTimestamp == nil {
+		t.Fatal("policy not terminating")
+	}
+	// A real update of the terminating, non-compliant policy: only the finalizer goes.
+	cur.Finalizers = nil
+	if err := h.admin.Update(ctx, &cur); err != nil {
+		t.Fatalf("finalizer removal refused: %v", err)
+	}
 }
 
 func (h *hygEnv) testRules(t *testing.T) {
@@ -531,24 +578,6 @@ func (h *hygEnv) testDryRun(t *testing.T) {
 
 func (h *hygEnv) testProtected(t *testing.T) {
 	ctx := context.Background()
-	// alice and strictgate's service account may edit NetworkPolicies as far as RBAC goes.
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "np-editor"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "create", "update", "patch", "delete"}}},
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "np-editor"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "np-editor"},
-		Subjects: []rbacv1.Subject{
-			{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"},
-			{Kind: rbacv1.ServiceAccountKind, Namespace: "strictgate", Name: "strictgate-webhook"},
-		},
-	}
-	for _, o := range []client.Object{role, binding} {
-		if err := h.admin.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
 	alice := h.impersonate(t, "alice")
 	sa := h.impersonate(t, hygSA, "system:serviceaccounts", "system:serviceaccounts:strictgate")
 

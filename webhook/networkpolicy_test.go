@@ -190,6 +190,7 @@ func TestNetworkPolicyValidatorResponses(t *testing.T) {
 		{name: "delete without oldObject uses the name", req: bareDelete, code: http.StatusForbidden, contains: "SG011-protected-policy"},
 		{name: "service account may delete", req: saDelete, allowed: true},
 		{name: "service account not judged", req: saOpen, allowed: true},
+		{name: "finalizer removal of a policy being deleted", req: npRequest(admissionv1.Update, strings.Replace(openPolicy, `"namespace":"shop"}`, `"namespace":"shop","deletionTimestamp":"2026-11-22T21:00:00Z"}`, 1), openPolicy), allowed: true},
 		{name: "warn rule warns", req: npRequest(admissionv1.Create, `{"metadata":{"name":"w","namespace":"shop"},"spec":{"podSelector":{"matchLabels":{"app":"ghost"}}}}`, ""), facts: benchFacts(5), allowed: true, warning: "SG007-unmatched-selector"},
 		{name: "facts unavailable warns", req: npRequest(admissionv1.Create, benchPolicy, ""), facts: &memFacts{err: errors.New("cache not synced")}, allowed: true, warning: "cluster facts unavailable"},
 		{name: "nulls tolerated", req: npRequest(admissionv1.Create, `{"metadata":{"name":"n"},"spec":{"podSelector":null,"ingress":[null,{"from":null,"ports":[null]}],"egress":null,"policyTypes":null}}`, ""), code: http.StatusForbidden, contains: "SG001-open-rule"},
@@ -331,5 +332,34 @@ func TestBenchPolicyIsCompliant(t *testing.T) {
 	resp := newTestValidator(t, benchFacts(50)).Handle(context.Background(), npRequest(admissionv1.Create, benchPolicy, ""))
 	if !resp.Allowed || len(resp.Warnings) > 0 {
 		t.Fatalf("bench policy: allowed=%v warnings=%q result=%+v", resp.Allowed, resp.Warnings, resp.Result)
+	}
+}
+
+func TestStripPodForHygiene(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "n", Labels: map[string]string{"app": "web"},
+			Annotations: map[string]string{"big": strings.Repeat("x", 1000)}},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "sidecar", Image: "i", Ports: []corev1.ContainerPort{{Name: "proxy", ContainerPort: 15001}}}},
+			Containers: []corev1.Container{
+				{Name: "app", Image: "i", Env: []corev1.EnvVar{{Name: "A", Value: "b"}}, Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}},
+				{Name: "noports", Image: "i"},
+			},
+		},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1"},
+	}
+	out, err := StripPodForHygiene(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slim := out.(*corev1.Pod)
+	if slim.Annotations != nil || slim.Status.PodIP != "" || len(slim.Spec.Containers) != 1 || slim.Spec.Containers[0].Env != nil {
+		t.Errorf("not stripped: %+v", slim)
+	}
+	if slim.Labels["app"] != "web" || slim.Spec.Containers[0].Ports[0].Name != "http" || slim.Spec.InitContainers[0].Ports[0].Name != "proxy" || slim.Status.Phase != corev1.PodRunning {
+		t.Errorf("lost what hygiene reads: %+v", slim)
+	}
+	if other, _ := StripPodForHygiene("tombstone"); other != "tombstone" {
+		t.Error("non-pods must pass through")
 	}
 }
