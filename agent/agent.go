@@ -45,15 +45,19 @@ import (
 // Datapath is what the agent needs from the eBPF datapath (agent/datapath; see
 // NewDatapath for the adapter). Methods must be safe for concurrent use.
 type Datapath interface {
-	// Attach makes sure the interface has a pod entry and programs attached. A new entry
-	// starts with both directions in state initial; an existing one is left as it is
-	// (the CNI plugin attached it, or a previous agent programmed it).
-	Attach(ifindex int, initial rules.State) error
+	// Register makes sure the interface has a pod entry; a new one starts with both
+	// directions in state initial and no programs attached yet. An existing entry is
+	// left as it is (the CNI plugin attached it, or a previous agent programmed it).
+	Register(ifindex int, initial rules.State) error
 	// Program writes r for the interface and flips the pod to it atomically. On error
 	// nothing changed.
 	Program(ifindex int, r *rules.PodRules) error
-	// Programmed reports whether the kernel holds exactly r for the interface.
-	Programmed(ifindex int, r *rules.PodRules) (bool, error)
+	// Attach makes sure the programs are attached to the interface (registering it with
+	// state initial if needed); idempotent.
+	Attach(ifindex int, initial rules.State) error
+	// Programmed reports whether the kernel holds exactly r for the interface, and
+	// whether the programs are attached to it.
+	Programmed(ifindex int, r *rules.PodRules) (rulesOK, attached bool, err error)
 	// Close sets both directions of the interface to unprogrammed-deny: fail closed when
 	// new rules cannot be written over old ones.
 	Close(ifindex int) error

@@ -96,9 +96,13 @@ func TestAgentOnAPIServer(t *testing.T) {
 		if c.Reason != gate.ReasonProgrammed || !strings.Contains(c.Message, "ingress: default/allow-web (generation 1)") || !strings.Contains(c.Message, "egress: unrestricted") {
 			t.Fatalf("condition = %+v", c)
 		}
+		if !atTrue.hooked {
+			t.Fatal("condition True before the programs were attached")
+		}
 		ops := dp.opsCopy()
-		if !slices.Contains(ops, "attach 12 unprogrammed-deny") || slices.Index(ops, "attach 12 unprogrammed-deny") > slices.Index(ops, "program 12") {
-			t.Fatalf("ops = %v: want attach (closed) before program", ops)
+		reg, prog, att := slices.Index(ops, "register 12 unprogrammed-deny"), slices.Index(ops, "program 12"), slices.Index(ops, "attach 12")
+		if reg < 0 || !(reg < prog && prog < att) {
+			t.Fatalf("ops = %v: want register (closed), program, attach, in this order", ops)
 		}
 		waitCondition(t, cs, "default", "client", isTrue)
 	})
@@ -108,7 +112,8 @@ func TestAgentOnAPIServer(t *testing.T) {
 			t.Fatal("the pod of another node was attached")
 		}
 		for _, op := range dp.opsCopy() {
-			if strings.HasPrefix(op, "attach") && op != "attach 12 unprogrammed-deny" && op != "attach 13 unprogrammed-deny" {
+			if strings.HasPrefix(op, "register") && op != "register 12 unprogrammed-deny" && op != "register 13 unprogrammed-deny" ||
+				strings.HasPrefix(op, "attach") && op != "attach 12" && op != "attach 13" {
 				t.Fatalf("unexpected %q", op)
 			}
 		}

@@ -22,17 +22,20 @@ import (
 // benchmark measures the agent (compile, lookups, bookkeeping), not the kernel.
 type benchDatapath struct{ r map[int]*rules.PodRules }
 
-func (b *benchDatapath) Attach(int, rules.State) error { return nil }
+func (b *benchDatapath) Attach(int, rules.State) error   { return nil }
+func (b *benchDatapath) Register(int, rules.State) error { return nil }
 func (b *benchDatapath) Program(i int, r *rules.PodRules) error {
 	b.r[i] = r
 	return nil
 }
-func (b *benchDatapath) Programmed(i int, r *rules.PodRules) (bool, error) { return b.r[i] == r, nil }
-func (b *benchDatapath) Close(int) error                                   { return nil }
-func (b *benchDatapath) Detach(int) error                                  { return nil }
-func (b *benchDatapath) Attached() ([]int, error)                          { return nil, nil }
-func (b *benchDatapath) SetHostAddrs([]netip.Addr) error                   { return nil }
-func (b *benchDatapath) Sweep() error                                      { return nil }
+func (b *benchDatapath) Programmed(i int, r *rules.PodRules) (bool, bool, error) {
+	return b.r[i] == r, true, nil
+}
+func (b *benchDatapath) Close(int) error                 { return nil }
+func (b *benchDatapath) Detach(int) error                { return nil }
+func (b *benchDatapath) Attached() ([]int, error)        { return nil, nil }
+func (b *benchDatapath) SetHostAddrs([]netip.Addr) error { return nil }
+func (b *benchDatapath) Sweep() error                    { return nil }
 
 type benchIfs struct{}
 

@@ -11,23 +11,37 @@ import (
 
 // kernelDatapath adapts *datapath.Datapath to Datapath.
 type kernelDatapath struct {
-	d     *datapath.Datapath
-	audit bool
+	d       *datapath.Datapath
+	auditOn bool
 }
 
 // NewDatapath adapts an open datapath for the agent; audit is the per-pod audit switch
 // every attached pod gets (ModeAudit), whatever the CNI plugin set.
 func NewDatapath(d *datapath.Datapath, audit bool) Datapath { return kernelDatapath{d, audit} }
 
+func (k kernelDatapath) Register(ifindex int, initial rules.State) error {
+	p, err := k.d.Register(ifindex, initial, initial)
+	if err != nil {
+		return err
+	}
+	return k.audit(p)
+}
+
 func (k kernelDatapath) Attach(ifindex int, initial rules.State) error {
 	p, err := k.d.Attach(ifindex, initial, initial)
 	if err != nil {
 		return err
 	}
-	if p.Audit != k.audit {
-		if err := k.d.SetAudit(ifindex, k.audit); err != nil {
-			return fmt.Errorf("set audit %v on ifindex %d: %w", k.audit, ifindex, err)
-		}
+	return k.audit(p)
+}
+
+// audit makes the pod's audit switch follow the agent's mode, whatever the CNI plugin set.
+func (k kernelDatapath) audit(p datapath.Pod) error {
+	if p.Audit == k.auditOn {
+		return nil
+	}
+	if err := k.d.SetAudit(p.Ifindex, k.auditOn); err != nil {
+		return fmt.Errorf("set audit %v on ifindex %d: %w", k.auditOn, p.Ifindex, err)
 	}
 	return nil
 }
@@ -42,18 +56,17 @@ func (k kernelDatapath) Program(ifindex int, r *rules.PodRules) error {
 
 // Programmed compares the pod entry the kernel uses (states, attachment) and the digest
 // of the rules last written for it with r.
-func (k kernelDatapath) Programmed(ifindex int, r *rules.PodRules) (bool, error) {
+func (k kernelDatapath) Programmed(ifindex int, r *rules.PodRules) (bool, bool, error) {
 	p, err := k.d.Pod(ifindex)
 	if errors.Is(err, datapath.ErrNoPod) {
-		return false, nil
+		return false, false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	if p.Attach == datapath.AttachNone || p.Ingress != r.Ingress.State || p.Egress != r.Egress.State {
-		return false, nil
-	}
-	return p.Digest != 0 && p.Digest == datapath.RulesDigest(r), nil
+	rulesOK := p.Ingress == r.Ingress.State && p.Egress == r.Egress.State &&
+		p.Digest != 0 && p.Digest == datapath.RulesDigest(r)
+	return rulesOK, p.Attach != datapath.AttachNone, nil
 }
 
 func (k kernelDatapath) Close(ifindex int) error {

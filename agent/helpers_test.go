@@ -38,6 +38,7 @@ type fakeEntry struct {
 	state  rules.State // before Program
 	rules  *rules.PodRules
 	closed bool
+	hooked bool
 }
 
 func newFakeDatapath() *fakeDatapath {
@@ -48,12 +49,27 @@ func (f *fakeDatapath) op(format string, args ...any) {
 	f.ops = append(f.ops, fmt.Sprintf(format, args...))
 }
 
-func (f *fakeDatapath) Attach(ifindex int, initial rules.State) error {
+func (f *fakeDatapath) Register(ifindex int, initial rules.State) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.entries[ifindex]; !ok {
 		f.entries[ifindex] = &fakeEntry{state: initial}
-		f.op("attach %d %s", ifindex, initial)
+		f.op("register %d %s", ifindex, initial)
+	}
+	return nil
+}
+
+func (f *fakeDatapath) Attach(ifindex int, initial rules.State) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.entries[ifindex]
+	if !ok {
+		e = &fakeEntry{state: initial}
+		f.entries[ifindex] = e
+	}
+	if !e.hooked {
+		e.hooked = true
+		f.op("attach %d", ifindex)
 	}
 	return nil
 }
@@ -74,11 +90,11 @@ func (f *fakeDatapath) Program(ifindex int, r *rules.PodRules) error {
 	return nil
 }
 
-func (f *fakeDatapath) Programmed(ifindex int, r *rules.PodRules) (bool, error) {
+func (f *fakeDatapath) Programmed(ifindex int, r *rules.PodRules) (bool, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e, ok := f.entries[ifindex]
-	return ok && !e.closed && e.rules != nil && reflect.DeepEqual(*e.rules, *r), nil
+	return ok && !e.closed && e.rules != nil && reflect.DeepEqual(*e.rules, *r), ok && e.hooked, nil
 }
 
 func (f *fakeDatapath) Close(ifindex int) error {

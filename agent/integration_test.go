@@ -45,14 +45,14 @@ type recordingDatapath struct {
 	log *orderLog
 }
 
-func (r recordingDatapath) Programmed(ifindex int, pr *rules.PodRules) (bool, error) {
-	ok, err := r.Datapath.Programmed(ifindex, pr)
-	if ok && err == nil {
+func (r recordingDatapath) Programmed(ifindex int, pr *rules.PodRules) (bool, bool, error) {
+	ok, attached, err := r.Datapath.Programmed(ifindex, pr)
+	if ok && attached && err == nil {
 		r.log.mu.Lock()
 		r.log.verifiedAt[ifindex] = time.Now()
 		r.log.mu.Unlock()
 	}
-	return ok, err
+	return ok, attached, err
 }
 
 type recordingGate struct {

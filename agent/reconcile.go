@@ -269,26 +269,36 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	st.ifindex = ifc.Index
 	a.mu.Unlock()
 
-	if err := a.deps.Datapath.Attach(ifc.Index, a.cfg.Mode.InitialState()); err != nil {
-		a.m.datapathErrors.WithLabelValues("attach").Inc()
-		return a.fail(ctx, pod, st, key, gate.ReasonProgrammingFailed, fmt.Errorf("attach to %s: %w", ifc, err))
+	// Rules first, programs second: an interface nobody attached yet (a pod that predates
+	// strictgate, or a CNI without the chained plugin) goes straight from no filtering to
+	// its rules, without a window in the closed initial state.
+	if err := a.deps.Datapath.Register(ifc.Index, a.cfg.Mode.InitialState()); err != nil {
+		a.m.datapathErrors.WithLabelValues("register").Inc()
+		return a.fail(ctx, pod, st, key, gate.ReasonProgrammingFailed, fmt.Errorf("register %s: %w", ifc, err))
 	}
-	ok, err := a.deps.Datapath.Programmed(ifc.Index, r)
+	rulesOK, attached, err := a.deps.Datapath.Programmed(ifc.Index, r)
 	if err != nil {
 		a.m.datapathErrors.WithLabelValues("verify").Inc()
 		return fmt.Errorf("read kernel state of %s: %w", key, err)
 	}
-	if !ok {
+	if !rulesOK {
 		if err := a.deps.Datapath.Program(ifc.Index, r); err != nil {
 			a.m.datapathErrors.WithLabelValues("program").Inc()
 			return a.fail(ctx, pod, st, key, gate.ReasonProgrammingFailed, fmt.Errorf("program %s: %w", ifc, err))
 		}
+	}
+	// Always: Attach re-attaches hooks someone removed and is a no-op otherwise.
+	if err := a.deps.Datapath.Attach(ifc.Index, a.cfg.Mode.InitialState()); err != nil {
+		a.m.datapathErrors.WithLabelValues("attach").Inc()
+		return a.fail(ctx, pod, st, key, gate.ReasonProgrammingFailed, fmt.Errorf("attach to %s: %w", ifc, err))
+	}
+	if !rulesOK || !attached {
 		// Read back: the condition may only say what the kernel holds.
-		ok, err = a.deps.Datapath.Programmed(ifc.Index, r)
-		if err != nil || !ok {
+		rulesOK, attached, err = a.deps.Datapath.Programmed(ifc.Index, r)
+		if err != nil || !rulesOK || !attached {
 			a.m.datapathErrors.WithLabelValues("verify").Inc()
 			if err == nil {
-				err = errors.New("kernel state differs from the rules just written")
+				err = fmt.Errorf("kernel state differs from what was written (rules match %v, attached %v)", rulesOK, attached)
 			}
 			return a.fail(ctx, pod, st, key, gate.ReasonKernelMismatch, fmt.Errorf("verify %s: %w", ifc, err))
 		}
