@@ -52,6 +52,9 @@ var unsafeBuiltins = map[string]struct{}{
 
 var rulesRef = ast.MustParseRef("data.strictgate.rules")
 
+// libRef is where helper packages belong (data.strictgate.lib and below).
+var libRef = ast.MustParseRef("data.strictgate.lib")
+
 // reservedRef is the engine's own package; user modules may not redefine it.
 var reservedRef = ast.MustParseRef("data.strictgate.hygiene")
 
@@ -468,6 +471,10 @@ func (e *Engine) build(ctx context.Context, custom map[string][]byte, actionsDat
 			errs = append(errs, fmt.Errorf("%s: package %s is strictgate's engine and cannot be redefined; put rules under package strictgate.rules.<name>", name, m.pkg))
 			continue
 		}
+		if !m.test && len(m.mod.Package.Path) > len(rulesRef)+1 && m.mod.Package.Path.HasPrefix(rulesRef) {
+			errs = append(errs, fmt.Errorf("%s: package %s is nested too deep and would never be evaluated; rule packages are strictgate.rules.<name>", name, m.pkg))
+			continue
+		}
 		user = append(user, m)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -552,6 +559,11 @@ func (e *Engine) build(ctx context.Context, custom map[string][]byte, actionsDat
 		h.Write(actionsData)
 	}
 	var warnings []string
+	for _, m := range user {
+		if !m.test && !m.isRule && !m.mod.Package.Path.HasPrefix(libRef) {
+			warnings = append(warnings, fmt.Sprintf("%s: package %s is not under strictgate.rules, so it is only a helper; rules there are never evaluated", m.source, m.pkg))
+		}
+	}
 	for key := range actions {
 		if !slices.ContainsFunc(rules, func(r RuleInfo) bool {
 			_, ok := (Actions{key: Deny}).lookup(r.ID)

@@ -269,6 +269,7 @@ func TestBrokenSetKeepsLastGood(t *testing.T) {
 		{"network builtin", "broken.rego", "package strictgate.rules.broken\nviolation contains x if { x := http.send({\"method\": \"get\", \"url\": \"http://127.0.0.1\"}) }", "unsafe built-in"},
 		{"duplicate id", "broken.rego", "package strictgate.rules.dup\nid := \"CUSTOM001-forbidden-label\"\nviolation := set()", "declared by both"},
 		{"bad actions file", ActionsFile, "SG001: explode", "unknown action"},
+		{"nested rule package", "broken.rego", "package strictgate.rules.team.x\nviolation contains \"x\"", "nested too deep"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -490,5 +491,15 @@ func TestEvaluateDuringReloads(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestHelperOutsideRulesWarns(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "helper.rego", "package acme.helpers\nviolation contains \"never evaluated\"")
+	e := newEngine(t, Options{Dir: dir})
+	st := e.Status()
+	if !st.Healthy || !strings.Contains(strings.Join(st.Warnings, ";"), "helper.rego: package data.acme.helpers is not under strictgate.rules") {
+		t.Fatalf("status %+v", st)
 	}
 }
