@@ -56,8 +56,9 @@ type Datapath interface {
 	// state initial if needed); idempotent.
 	Attach(ifindex int, initial rules.State) error
 	// Programmed reports whether the kernel holds exactly r for the interface, and
-	// whether the programs are attached to it.
-	Programmed(ifindex int, r *rules.PodRules) (rulesOK, attached bool, err error)
+	// whether the programs are attached to it. deep reads the rule maps back instead of
+	// trusting the digest stored with the pod entry.
+	Programmed(ifindex int, r *rules.PodRules, deep bool) (rulesOK, attached bool, err error)
 	// Close sets both directions of the interface to unprogrammed-deny: fail closed when
 	// new rules cannot be written over old ones.
 	Close(ifindex int) error
@@ -107,6 +108,8 @@ type podState struct {
 	changeSince time.Time
 	status      podStatus
 	gateDone    bool // the gate latency was observed
+	// deepVerify asks the next reconcile to read the rule maps back (periodic resync).
+	deepVerify bool
 }
 
 type podStatus uint8
@@ -352,7 +355,15 @@ func (a *Agent) localPods() []types.NamespacedName {
 func (a *Agent) resync(ctx context.Context) {
 	a.refreshHostAddrs()
 	a.collect()
-	for _, k := range a.localPods() {
+	keys := a.localPods()
+	a.mu.Lock()
+	for _, k := range keys {
+		if st := a.pods[k]; st != nil {
+			st.deepVerify = true
+		}
+	}
+	a.mu.Unlock()
+	for _, k := range keys {
 		a.queue.Add(k)
 	}
 }

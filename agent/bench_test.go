@@ -28,7 +28,7 @@ func (b *benchDatapath) Program(i int, r *rules.PodRules) error {
 	b.r[i] = r
 	return nil
 }
-func (b *benchDatapath) Programmed(i int, r *rules.PodRules) (bool, bool, error) {
+func (b *benchDatapath) Programmed(i int, r *rules.PodRules, _ bool) (bool, bool, error) {
 	return b.r[i] == r, true, nil
 }
 func (b *benchDatapath) Close(int) error                 { return nil }

@@ -55,8 +55,9 @@ func (k kernelDatapath) Program(ifindex int, r *rules.PodRules) error {
 }
 
 // Programmed compares the pod entry the kernel uses (states, attachment) and the digest
-// of the rules last written for it with r.
-func (k kernelDatapath) Programmed(ifindex int, r *rules.PodRules) (bool, bool, error) {
+// of the rules last written for it with r; deep also reads the rule maps back and
+// compares what they hold.
+func (k kernelDatapath) Programmed(ifindex int, r *rules.PodRules, deep bool) (bool, bool, error) {
 	p, err := k.d.Pod(ifindex)
 	if errors.Is(err, datapath.ErrNoPod) {
 		return false, false, nil
@@ -64,9 +65,17 @@ func (k kernelDatapath) Programmed(ifindex int, r *rules.PodRules) (bool, bool, 
 	if err != nil {
 		return false, false, err
 	}
-	rulesOK := p.Ingress == r.Ingress.State && p.Egress == r.Egress.State &&
-		p.Digest != 0 && p.Digest == datapath.RulesDigest(r)
-	return rulesOK, p.Attach != datapath.AttachNone, nil
+	want := datapath.RulesDigest(r)
+	rulesOK := p.Ingress == r.Ingress.State && p.Egress == r.Egress.State && p.Digest == want
+	attached := p.Attach != datapath.AttachNone
+	if !rulesOK || !deep {
+		return rulesOK, attached, nil
+	}
+	got, err := k.d.ProgrammedRules(ifindex)
+	if err != nil {
+		return false, attached, fmt.Errorf("read back rules of ifindex %d: %w", ifindex, err)
+	}
+	return datapath.RulesDigest(got) == want, attached, nil
 }
 
 func (k kernelDatapath) Close(ifindex int) error {

@@ -90,7 +90,7 @@ func (f *fakeDatapath) Program(ifindex int, r *rules.PodRules) error {
 	return nil
 }
 
-func (f *fakeDatapath) Programmed(ifindex int, r *rules.PodRules) (bool, bool, error) {
+func (f *fakeDatapath) Programmed(ifindex int, r *rules.PodRules, _ bool) (bool, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e, ok := f.entries[ifindex]

@@ -45,8 +45,8 @@ type recordingDatapath struct {
 	log *orderLog
 }
 
-func (r recordingDatapath) Programmed(ifindex int, pr *rules.PodRules) (bool, bool, error) {
-	ok, attached, err := r.Datapath.Programmed(ifindex, pr)
+func (r recordingDatapath) Programmed(ifindex int, pr *rules.PodRules, deep bool) (bool, bool, error) {
+	ok, attached, err := r.Datapath.Programmed(ifindex, pr, deep)
 	if ok && attached && err == nil {
 		r.log.mu.Lock()
 		r.log.verifiedAt[ifindex] = time.Now()
@@ -102,6 +102,7 @@ func (s *syncBuffer) String() string {
 func startRealAgent(t *testing.T, cs kubernetes.Interface, dp *datapath.Datapath, ol *orderLog) (*agent.Agent, func()) {
 	t.Helper()
 	cfg := testConfig()
+	cfg.ResyncPeriod = time.Second
 	if err := agent.ConfigureDatapath(dp, withEvents(cfg)); err != nil {
 		t.Fatal(err)
 	}
@@ -317,6 +318,23 @@ func TestPrivilegedAgentIntegration(t *testing.T) {
 		if !tcp(client, web, 9090) || tcp(client, web, 8080) || udp(client, web, 5353) {
 			t.Fatalf("after the change: 9090 %v, 8080 %v, udp %v; want true, false, false",
 				tcp(client, web, 9090), tcp(client, web, 8080), udp(client, web, 5353))
+		}
+	})
+
+	t.Run("kernel drift is repaired by the resync", func(t *testing.T) {
+		// Someone opens web behind the agent's back.
+		if _, err := dp.SetState(web.HostIndex, rules.Ingress, rules.StateUnisolated); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for must(dp.Pod(web.HostIndex)).Ingress != rules.StateIsolated {
+			if time.Now().After(deadline) {
+				t.Fatal("the resync did not restore web's rules")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if tcp(other, web, 9090) {
+			t.Fatal("other reaches web after the repair")
 		}
 	})
 

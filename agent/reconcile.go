@@ -276,7 +276,11 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 		a.m.datapathErrors.WithLabelValues("register").Inc()
 		return a.fail(ctx, pod, st, key, gate.ReasonProgrammingFailed, fmt.Errorf("register %s: %w", ifc, err))
 	}
-	rulesOK, attached, err := a.deps.Datapath.Programmed(ifc.Index, r)
+	a.mu.Lock()
+	deep := st.deepVerify
+	st.deepVerify = false
+	a.mu.Unlock()
+	rulesOK, attached, err := a.deps.Datapath.Programmed(ifc.Index, r, deep)
 	if err != nil {
 		a.m.datapathErrors.WithLabelValues("verify").Inc()
 		return fmt.Errorf("read kernel state of %s: %w", key, err)
@@ -294,7 +298,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	}
 	if !rulesOK || !attached {
 		// Read back: the condition may only say what the kernel holds.
-		rulesOK, attached, err = a.deps.Datapath.Programmed(ifc.Index, r)
+		rulesOK, attached, err = a.deps.Datapath.Programmed(ifc.Index, r, true)
 		if err != nil || !rulesOK || !attached {
 			a.m.datapathErrors.WithLabelValues("verify").Inc()
 			if err == nil {
