@@ -144,7 +144,9 @@ type Agent struct {
 	synced bool
 	pods   map[types.NamespacedName]*podState
 
-	ready chan struct{}
+	ready     chan struct{}
+	readyOnce sync.Once
+	initial   map[types.NamespacedName]struct{} // start-up keys not yet reconciled once
 }
 
 // podIPIndex indexes pods (not on the host network) by their IPs.
@@ -264,16 +266,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	}
+	// Ready once every start-up pod was reconciled once (successfully or not).
+	a.mu.Lock()
+	a.initial = map[types.NamespacedName]struct{}{}
+	for _, k := range local {
+		a.initial[k] = struct{}{}
+	}
+	a.mu.Unlock()
+	a.markInitialDone(types.NamespacedName{})
 	for _, k := range local {
 		a.queue.Add(k)
 	}
-	// Ready once the start-up backlog is through (or ctx ends).
-	go func() {
-		for a.queue.Len() > 0 && ctx.Err() == nil {
-			time.Sleep(20 * time.Millisecond)
-		}
-		close(a.ready)
-	}()
 	go wait.UntilWithContext(ctx, a.resync, a.cfg.ResyncPeriod)
 	<-ctx.Done()
 	a.queue.ShutDown()
@@ -368,12 +371,27 @@ func (a *Agent) resync(ctx context.Context) {
 	}
 }
 
+func (a *Agent) markInitialDone(key types.NamespacedName) {
+	a.mu.Lock()
+	if a.initial == nil {
+		a.mu.Unlock()
+		return
+	}
+	delete(a.initial, key)
+	done := len(a.initial) == 0
+	a.mu.Unlock()
+	if done {
+		a.readyOnce.Do(func() { close(a.ready) })
+	}
+}
+
 func (a *Agent) processNext(ctx context.Context) bool {
 	key, quit := a.queue.Get()
 	if quit {
 		return false
 	}
 	defer a.queue.Done(key)
+	defer a.markInitialDone(key)
 	if err := a.reconcile(ctx, key); err != nil {
 		if ctx.Err() == nil {
 			a.log.Error(err, "reconcile pod", "pod", key.String())
