@@ -153,7 +153,13 @@ func (r *Reconciler) sync(ctx context.Context, ns, name string, want *networking
 		// enforce: not ours to touch.
 	case !exists:
 		if err := r.Client.Create(ctx, want); err != nil {
-			// AlreadyExists means our cache is behind; the watch event will bring us back.
+			if apierrors.IsAlreadyExists(err) {
+				// Our cache is behind (typically: our own create from a moment ago).
+				// The object's watch event is still to come and requeues this
+				// namespace, so an error and backoff would only add noise.
+				logger.V(1).Info("generated policy exists but is not cached yet")
+				return nil
+			}
 			return fmt.Errorf("create networkpolicy %s/%s: %w", ns, name, err)
 		}
 		logger.Info("created generated policy")
@@ -167,6 +173,12 @@ func (r *Reconciler) sync(ctx context.Context, ns, name string, want *networking
 		// Update carries cur's resourceVersion: a concurrent change makes it fail with
 		// a conflict and we retry from fresh state instead of overwriting blindly.
 		if err := r.Client.Update(ctx, updated); err != nil {
+			if apierrors.IsConflict(err) {
+				// Someone changed it after our cached read; that change's watch
+				// event requeues this namespace with fresh state.
+				logger.V(1).Info("generated policy changed concurrently; will look again")
+				return nil
+			}
 			return fmt.Errorf("restore networkpolicy %s/%s: %w", ns, name, err)
 		}
 		logger.Info("restored generated policy that had been changed")
