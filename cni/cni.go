@@ -15,6 +15,7 @@ import (
 
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -22,6 +23,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/netdev"
@@ -302,11 +304,17 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// Status reports whether ADDs can succeed: the datapath must open.
+// Status reports whether ADDs can succeed: the datapath must open. Runtimes ask often,
+// so pinned maps on a bpf filesystem are taken as the answer without loading programs.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
 	conf, err := parse(args.StdinData)
 	if err != nil {
 		return err
+	}
+	var st unix.Statfs_t
+	if _, err := os.Stat(filepath.Join(conf.PinRoot, "maps", "sg_cfg")); err == nil &&
+		unix.Statfs(conf.PinRoot, &st) == nil && st.Type == unix.BPF_FS_MAGIC {
+		return nil
 	}
 	dp, err := p.Open(conf.PinRoot)
 	if err != nil {
