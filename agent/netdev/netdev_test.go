@@ -40,6 +40,10 @@ func TestPrivilegedHostInterface(t *testing.T) {
 	if err := netlink.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.IPv4(10, 205, 0, 0), Mask: net.CIDRMask(24, 32)}, Type: unix.RTN_UNREACHABLE}); err != nil {
 		t.Fatal(err)
 	}
+	// An IPv6 pod address routed to a's veth, as dual-stack ptp does.
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: a.HostIndex, Dst: &net.IPNet{IP: net.ParseIP("fd00:201::2"), Mask: net.CIDRMask(128, 128)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
 	f := netdev.New(nil)
 	for _, tc := range []struct {
 		ip      string
@@ -49,6 +53,7 @@ func TestPrivilegedHostInterface(t *testing.T) {
 		{ip: "10.201.0.2", want: a.HostIndex},
 		{ip: "10.201.0.3", want: b.HostIndex},
 		{ip: "::ffff:10.201.0.3", want: b.HostIndex},
+		{ip: "fd00:201::2", want: a.HostIndex},
 		{ip: "169.254.1.1", wantErr: netdev.ErrHostAddress},
 		{ip: "127.0.0.1", wantErr: netdev.ErrHostAddress},
 		{ip: "10.202.0.7", wantErr: netdev.ErrSharedDevice},
