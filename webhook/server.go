@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -71,7 +72,12 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 		LeaseDuration:                 &lease,
 		RenewDeadline:                 &renew,
 		RetryPeriod:                   &retry,
-		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			// Every pod of the cluster is cached for the hygiene rules; keep only
+			// what they read. Nothing else in this process reads pods from the cache.
+			ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: StripPodForHygiene}},
+		},
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
 			Host:    cfg.Host,
 			Port:    cfg.Port,
