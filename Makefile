@@ -32,6 +32,10 @@ generate-check: ## Fail if `make generate` changes anything (generated code must
 	after=$$(git status --porcelain=v1 --untracked-files=all; git diff | sha256sum); \
 	[ "$$before" = "$$after" ] || { echo "make generate changed files: generated code is stale; run 'make generate' and commit"; git status --short; exit 1; }
 
+.PHONY: golden
+golden: ## Rewrite the golden files of the compiler and verdict tests (review the diff!).
+	$(GO) test ./agent/compile ./agent/verdict -run Golden -update
+
 .PHONY: lint
 lint: ## gofmt + go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
@@ -53,6 +57,7 @@ setup: ## Install what the tests need on a fresh machine (Debian packages, bpffs
 test: setup generate-check lint ## Run every test: unit, Rego, real API server, real eBPF, one-node cluster.
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzAdmission$$' -fuzztime $(FUZZTIME) ./webhook/
+	$(GO) test -run '^$$' -fuzz '^FuzzNetworkPolicyValidation$$' -fuzztime $(FUZZTIME) ./webhook/
 
 .PHONY: e2e
 e2e: setup ## End-to-end tests on the one-node cluster.
