@@ -196,8 +196,8 @@ func TestAgentOnAPIServer(t *testing.T) {
 			t.Fatalf("condition = %+v", c)
 		}
 		e, _ := dp.entry(14)
-		if e.rules != nil || e.state != rules.StateUnprogrammedDeny {
-			t.Fatalf("failed pod's entry = %+v, want closed and unprogrammed", e)
+		if e.rules != nil || e.state != rules.StateUnprogrammedDeny || !e.closed || !e.hooked {
+			t.Fatalf("failed pod's entry = %+v, want unprogrammed, closed and attached", e)
 		}
 	})
 

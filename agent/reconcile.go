@@ -318,9 +318,9 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	return err
 }
 
-// fail records a programming failure: condition False with the reason; in strict mode a
-// pod whose old rules are still in the kernel is closed, since they may allow what the
-// new policy forbids.
+// fail records a programming failure: condition False with the reason. In strict mode
+// the pod is closed: old rules still in the kernel may allow what the new policy
+// forbids, and a pod nobody had attached yet gets its programs in the closed state.
 func (a *Agent) fail(ctx context.Context, pod *corev1.Pod, st *podState, key types.NamespacedName, reason string, cause error) error {
 	a.setStatus(key, statusFailed)
 	var errs []error
@@ -329,6 +329,9 @@ func (a *Agent) fail(ctx context.Context, pod *corev1.Pod, st *podState, key typ
 		if err := a.deps.Datapath.Close(st.ifindex); err != nil {
 			a.m.datapathErrors.WithLabelValues("close").Inc()
 			errs = append(errs, fmt.Errorf("close %s after failure: %w", key, err))
+		} else if err := a.deps.Datapath.Attach(st.ifindex, rules.StateUnprogrammedDeny); err != nil {
+			a.m.datapathErrors.WithLabelValues("attach").Inc()
+			errs = append(errs, fmt.Errorf("attach %s closed after failure: %w", key, err))
 		}
 	}
 	if _, err := a.setCondition(ctx, pod, st, gate.Condition{Status: corev1.ConditionFalse, Reason: reason, Message: cause.Error()}); err != nil {
