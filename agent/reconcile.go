@@ -432,6 +432,10 @@ func (a *Agent) collect() {
 	}
 }
 
+// maxNamedPolicies bounds the policies the condition message names per direction, so
+// a pod selected by hundreds of policies does not carry a huge status.
+const maxNamedPolicies = 10
+
 // describe is the condition message: the policies in force per direction and their
 // generations (caller holds a.mu). It changes only when those do, so peers coming and
 // going re-program pods without re-patching them.
@@ -444,12 +448,19 @@ func (a *Agent) describe(key types.NamespacedName) string {
 			continue
 		}
 		names := make([]string, 0, len(pols))
-		for _, p := range pols {
+		shown := pols
+		if len(shown) > maxNamedPolicies {
+			shown = shown[:maxNamedPolicies]
+		}
+		for _, p := range shown {
 			gen := int64(0)
 			if np, err := a.polLister.NetworkPolicies(p.Namespace).Get(p.Name); err == nil {
 				gen = np.Generation
 			}
 			names = append(names, fmt.Sprintf("%s (generation %d)", p, gen))
+		}
+		if more := len(pols) - len(shown); more > 0 {
+			names = append(names, fmt.Sprintf("and %d more", more))
 		}
 		parts = append(parts, d.String()+": "+strings.Join(names, ", "))
 	}
