@@ -270,7 +270,7 @@ func (p *Pod) Do(fn func() error) error {
 	return <-errc
 }
 
-// Listen opens a listener (network "tcp" or "udp") inside the pod on port.
+// ListenTCP opens an echoing TCP listener inside the pod on port.
 func (p *Pod) ListenTCP(t testing.TB, port int) net.Listener {
 	t.Helper()
 	var l net.Listener
