@@ -68,6 +68,27 @@ func Ensure(t testing.TB) *Cluster {
 	return ensureCluster
 }
 
+// WithUpLock runs f (an Up) under the cluster lock the way Ensure takes it: shared when
+// the cluster is healthy (a reuse must not wait for running tests), exclusive when it
+// has to be started.
+func WithUpLock(ctx context.Context, cfg Config, timeout time.Duration, f func() error) error {
+	bins, err := cfg.binaries()
+	if err != nil {
+		return err
+	}
+	l, err := lock(cfg, syscall.LOCK_SH, timeout)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if !healthy(cfg.status(ctx, bins)) {
+		if err := flockWait(l, syscall.LOCK_EX, timeout); err != nil {
+			return err
+		}
+	}
+	return f()
+}
+
 // WithExclusiveLock runs f while no test process uses the cluster (tests hold the
 // lock shared from Ensure until they exit), waiting up to timeout for them.
 func WithExclusiveLock(cfg Config, timeout time.Duration, f func() error) error {
@@ -132,7 +153,14 @@ func lock(cfg Config, how int, timeout time.Duration) (*os.File, error) {
 
 func flockWait(f *os.File, how int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for {
+	for i := 0; ; i++ {
+		if i == 1 {
+			what := "shared"
+			if how == syscall.LOCK_EX {
+				what = "exclusive"
+			}
+			fmt.Fprintf(os.Stderr, "cluster: waiting for %s use of the cluster (other test processes hold %s)\n", what, f.Name())
+		}
 		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
 		if err == nil {
 			return nil

@@ -31,7 +31,7 @@ func main() {
 		ctx, cancel := context.WithTimeout(ctx, 60*time.Minute)
 		defer cancel()
 		var cl *cluster.Cluster
-		err := cluster.WithExclusiveLock(cfg, 5*time.Minute, func() (err error) {
+		err := cluster.WithUpLock(ctx, cfg, 30*time.Minute, func() (err error) {
 			cl, err = cluster.Up(ctx, cfg, os.Stdout)
 			return err
 		})
@@ -43,7 +43,6 @@ func main() {
 		}
 		usage(cl)
 	case "down":
-		fmt.Println("cluster: waiting for tests using the cluster to finish (if any)")
 		if err := cluster.WithExclusiveLock(cfg, 30*time.Minute, func() error { return cluster.Down(ctx, cfg, os.Stdout) }); err != nil {
 			fail(err)
 		}
