@@ -15,8 +15,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -91,6 +93,15 @@ func TestPrivilegedGateHoldsPodUntilProgrammed(t *testing.T) {
 
 	var sawContainersReadyFirst bool
 	var gateAt, readyAt time.Time
+	var lastSeen *corev1.Pod
+	defer func() {
+		if t.Failed() && lastSeen != nil {
+			t.Logf("last pod status: phase %s ip %q conditions %+v", lastSeen.Status.Phase, lastSeen.Status.PodIP, lastSeen.Status.Conditions)
+			if log, err := harness.AgentLog(context.Background(), cl.Client, created); err == nil {
+				t.Logf("agent log since create:\n%s", log)
+			}
+		}
+	}()
 	for ev := range w.ResultChan() {
 		if ev.Type == watch.Error {
 			t.Fatalf("watch: %v", ev.Object)
@@ -99,6 +110,7 @@ func TestPrivilegedGateHoldsPodUntilProgrammed(t *testing.T) {
 		if !ok {
 			continue
 		}
+		lastSeen = p
 		if !harness.HasGate(p) {
 			t.Fatalf("pod %s has no readiness gate %s: %+v", p.Name, harness.GateCondition, p.Spec.ReadinessGates)
 		}
@@ -134,6 +146,16 @@ func TestPrivilegedGateHoldsPodUntilProgrammed(t *testing.T) {
 		t.Fatalf("Ready observed at %s before the gate at %s", readyAt, gateAt)
 	}
 	t.Logf("pod Ready %s after create (gate first: containers ready while gated seen=%v)", readyAt.Sub(created).Round(time.Millisecond), sawContainersReadyFirst)
+
+	// The gate guard (ValidatingAdmissionPolicy) refuses anyone but the agent: even the
+	// cluster admin cannot flip the condition.
+	patch := []byte(`{"status":{"conditions":[{"type":"` + harness.GateCondition + `","status":"False","reason":"Spoofed"}]}}`)
+	_, err = cl.Client.CoreV1().Pods(ns).Patch(ctx, "gated", types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err == nil || !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		t.Errorf("admin patching %s: err %v, want the gate guard's refusal", harness.GateCondition, err)
+	} else {
+		t.Logf("gate guard refused the admin: %v", err)
+	}
 
 	// A hostNetwork pod is not gated (the webhook's matchCondition skips it).
 	hp := harness.ProbePod(ns, "hostnet", nil)

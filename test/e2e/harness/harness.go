@@ -113,6 +113,13 @@ func InstallStrictgate(ctx context.Context, cl *cluster.Cluster, o Options) (*In
 	for k, v := range o.Values {
 		values[k] = v
 	}
+	if _, err := h.Run(ctx, "status", Release, "--namespace", Namespace); err != nil {
+		// A fresh install: clear datapath pins an earlier installation left behind (see
+		// ResetDatapath) so the new agent starts from a clean node.
+		if err := ResetDatapath(); err != nil {
+			return nil, err
+		}
+	}
 	helmStart := time.Now()
 	if out, err := h.Upgrade(ctx, Release, Namespace, values, "--wait", "--timeout=5m"); err != nil {
 		return nil, fmt.Errorf("%w\n%s\n%s", err, out, diagnose(ctx, cl.Client))
@@ -129,7 +136,25 @@ func (in *Install) Uninstall(ctx context.Context) error {
 	if out, err := in.Helm.Uninstall(ctx, Release, Namespace); err != nil && !strings.Contains(err.Error(), "not found") {
 		return fmt.Errorf("%w\n%s", err, out)
 	}
-	return UnchainCNI(in.Cluster)
+	if err := UnchainCNI(in.Cluster); err != nil {
+		return err
+	}
+	return ResetDatapath()
+}
+
+// PinRoot is where the chart's agent and CNI plugin pin the datapath.
+const PinRoot = "/sys/fs/bpf/strictgate"
+
+// ResetDatapath removes the datapath's pins from the node once no agent runs: pods
+// deleted after an uninstall leave entries and severed links behind, which a new agent
+// currently refuses to adopt ("update link: link has been severed"), and pods still
+// running would keep frozen rules no agent updates. Unpinning the links detaches the
+// programs, so the node is plain again.
+func ResetDatapath() error {
+	if err := os.RemoveAll(PinRoot); err != nil {
+		return fmt.Errorf("remove datapath pins %s: %w", PinRoot, err)
+	}
+	return nil
 }
 
 // EnsureBPFFS mounts a bpf filesystem on /sys/fs/bpf when none is there (as
