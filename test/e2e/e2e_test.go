@@ -82,6 +82,14 @@ func TestPrivilegedGateHoldsPodUntilProgrammed(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("strictgate-default-deny in %s: %v", ns, err)
 	}
+	// The NetworkPolicy webhook is wired (TLS, caBundle, Service): hygiene rule SG011
+	// refuses deleting the generated policy to anyone but strictgate itself.
+	err := cl.Client.NetworkingV1().NetworkPolicies(ns).Delete(ctx, "strictgate-default-deny", metav1.DeleteOptions{})
+	if err == nil || !strings.Contains(err.Error(), "SG011") {
+		t.Errorf("admin deleting strictgate-default-deny: %v, want the webhook's SG011 denial", err)
+	} else {
+		t.Logf("webhook refused: %v", err)
+	}
 
 	w, err := cl.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", "gated").String()})
 	if err != nil {
