@@ -252,7 +252,10 @@ func (d *demo) run(cfg cluster.Config, mode, binary string, keep bool) error {
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev["verdict"] == "DENY" && (ev["srcNamespace"] == ns || ev["dstNamespace"] == ns) {
+			// The connections the demo made (TCP/UDP between its pods); other drops,
+			// e.g. IPv6 neighbour discovery, are counted but not shown.
+			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev["verdict"] == "DENY" && ev["srcNamespace"] == ns && ev["dstNamespace"] == ns &&
+				(ev["protocol"] == "TCP" || ev["protocol"] == "UDP") {
 				denies = append(denies, sc.Text())
 			}
 		}
@@ -268,7 +271,7 @@ func (d *demo) run(cfg cluster.Config, mode, binary string, keep bool) error {
 		}
 		d.say("  %s", l)
 	}
-	d.expect(err == nil, fmt.Sprintf("%d DENY lines name the pods, namespaces and policy", len(denies)), errString(err))
+	d.expect(err == nil, fmt.Sprintf("%d DENY lines for the demo's connections name the pods, namespaces and policy", len(denies)), errString(err))
 
 	d.section("Metrics: network_policy_drop_count_total (the seed's alert: sum(rate(...[1m])) > 0)")
 	text, err := harness.AgentMetrics(d.ctx, cl, agentPort)
