@@ -66,6 +66,18 @@ func waitReady(t *testing.T, cl *cluster.Cluster, ns, name string) *corev1.Pod {
 	return p
 }
 
+// waitDefaultDeny waits for the webhook's controller to generate the namespace's policy.
+func waitDefaultDeny(t *testing.T, cl *cluster.Cluster, ns string) {
+	t.Helper()
+	ctx := ctxFor(t, time.Minute)
+	if err := harness.Eventually(ctx, 30*time.Second, func() error {
+		_, err := cl.Client.NetworkingV1().NetworkPolicies(ns).Get(ctx, "strictgate-default-deny", metav1.GetOptions{})
+		return err
+	}); err != nil {
+		t.Fatalf("strictgate-default-deny in %s: %v", ns, err)
+	}
+}
+
 // TestPrivilegedGateHoldsPodUntilProgrammed watches a pod from creation to Ready and
 // checks, on every status the API server reports, that the pod is never Ready while
 // strictgate's condition is not True, and that the agent set the condition.
@@ -187,6 +199,7 @@ func TestPrivilegedDefaultDenyThenAllowExactPort(t *testing.T) {
 	cl, _ := setup(t)
 	const ns = "e2e-allow"
 	namespace(t, cl, ns, nil)
+	waitDefaultDeny(t, cl, ns)
 	startPod(t, cl, ns, "server", map[string]string{"app": "server"})
 	startPod(t, cl, ns, "client", map[string]string{"app": "client"})
 	server := waitReady(t, cl, ns, "server")
@@ -256,6 +269,8 @@ func TestPrivilegedTrafficMatchesVerdict(t *testing.T) {
 	cl, in := setup(t)
 	namespace(t, cl, "e2e-x", map[string]string{"e2e-ns": "x"})
 	namespace(t, cl, "e2e-y", map[string]string{"e2e-ns": "y"})
+	waitDefaultDeny(t, cl, "e2e-x")
+	waitDefaultDeny(t, cl, "e2e-y")
 	ctx := ctxFor(t, 10*time.Minute)
 	start := time.Now()
 
@@ -421,6 +436,7 @@ func TestPrivilegedDropCounterIncreases(t *testing.T) {
 	cl, _ := setup(t)
 	const ns = "e2e-drops"
 	namespace(t, cl, ns, nil)
+	waitDefaultDeny(t, cl, ns)
 	startPod(t, cl, ns, "server", map[string]string{"app": "server"})
 	startPod(t, cl, ns, "client", map[string]string{"app": "client"})
 	server := waitReady(t, cl, ns, "server")

@@ -124,9 +124,40 @@ func InstallStrictgate(ctx context.Context, cl *cluster.Cluster, o Options) (*In
 	if out, err := h.Upgrade(ctx, Release, Namespace, values, "--wait", "--timeout=5m"); err != nil {
 		return nil, fmt.Errorf("%w\n%s\n%s", err, out, diagnose(ctx, cl.Client))
 	}
+	// helm --wait can return before the DaemonSet controller has even seen a changed
+	// template; wait until every agent runs the new one and the old ones are gone.
+	if err := waitAgentsRolledOut(ctx, cl.Client); err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, diagnose(ctx, cl.Client))
+	}
 	in := &Install{Cluster: cl, Helm: h, Image: img, Mode: o.Mode, BuildTook: buildTook, HelmTook: time.Since(helmStart), Took: time.Since(start)}
 	fmt.Fprintf(logw, "helm upgrade --install %s (mode %s) done in %s\n", Release, o.Mode, in.HelmTook.Round(100*time.Millisecond))
 	return in, nil
+}
+
+func waitAgentsRolledOut(ctx context.Context, cs kubernetes.Interface) error {
+	return Eventually(ctx, 3*time.Minute, func() error {
+		dss, err := cs.AppsV1().DaemonSets(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
+		if err != nil {
+			return err
+		}
+		if len(dss.Items) != 1 {
+			return fmt.Errorf("%d agent DaemonSets", len(dss.Items))
+		}
+		ds := dss.Items[0]
+		st := ds.Status
+		if st.ObservedGeneration < ds.Generation || st.UpdatedNumberScheduled != st.DesiredNumberScheduled ||
+			st.NumberReady != st.DesiredNumberScheduled || st.NumberUnavailable != 0 {
+			return fmt.Errorf("agent DaemonSet rolling out: %+v", st)
+		}
+		pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
+		if err != nil {
+			return err
+		}
+		if int32(len(pods.Items)) != st.DesiredNumberScheduled {
+			return fmt.Errorf("%d agent pods, want %d (an old one is still terminating)", len(pods.Items), st.DesiredNumberScheduled)
+		}
+		return nil
+	})
 }
 
 // Uninstall runs `helm uninstall` and takes the strictgate entry out of the node's CNI
