@@ -66,6 +66,7 @@ func main() {
 	if err == nil {
 		// Installing strictgate changes the cluster for everyone: wait until no test
 		// process uses it, and keep them waiting while the demo runs.
+		fmt.Println("(taking the one-node cluster for the demo; waits while test processes use it)")
 		err = cluster.WithExclusiveLock(cfg, 45*time.Minute, func() error { return d.run(cfg, *mode, *binary, *keep) })
 	}
 	if err != nil {
