@@ -624,7 +624,8 @@ func TestValueSets(t *testing.T) {
 			name: "gate guard off, ignore failures, one replica", release: "strictgate",
 			values: map[string]any{
 				"gateGuard": map[string]any{"enabled": false},
-				"webhook": map[string]any{"replicas": 1, "podDisruptionBudget": map[string]any{"enabled": false},
+				// One replica: no PDB even though it is enabled (it would block drains).
+				"webhook": map[string]any{"replicas": 1,
 					"admission": map[string]any{"pods": map[string]any{"failurePolicy": "Ignore", "objectSelector": map[string]any{"matchLabels": map[string]any{"gated": "yes"}}}}},
 			},
 			check: func(t *testing.T, r *rendered) {
