@@ -61,7 +61,7 @@ test: setup generate-check lint ## Run every test: unit, Rego, real API server, 
 
 .PHONY: e2e
 e2e: setup ## End-to-end tests on the one-node cluster.
-	$(GO) test -tags e2e -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
+	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
 
 .PHONY: bench
 bench: setup ## Run the benchmarks (see BENCHMARKS.md).
@@ -86,5 +86,5 @@ cluster-status: ## Show the one-node cluster's state.
 	$(GO) run ./test/cluster/cmd/cluster status
 
 .PHONY: demo
-demo: setup build ## The main job: cluster up, helm install, pods, policies, traffic, the gate.
-	$(GO) run ./test/demo
+demo: setup build ## The main job: cluster up, helm install, pods, policies, traffic, the gate (DEMO_FLAGS=--keep leaves it installed).
+	$(GO) run ./test/demo $(DEMO_FLAGS)
