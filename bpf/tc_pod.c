@@ -6,7 +6,7 @@
  * pod sends), sg_pod_ingress on its egress hook (packets towards the pod).
  *
  * Decision order for an IP packet (bpf/README.md has the full picture):
- *   ARP / ND / MLD             -> pass
+ *   ARP, ND at hop limit 255, MLD at hop limit 1 from fe80::/10 or :: -> pass
  *   unparseable                -> pass if the direction is open, else drop (fail closed)
  *   remote is a node address  -> pass (when allow_host)
  *   conntrack hit              -> pass; re-check first if the pod's generation changed
@@ -152,7 +152,7 @@ const enum sg_verdict *unused_sg_verdict __attribute__((unused));
 
 enum parse_result {
 	PARSE_OK = 0,
-	PARSE_LINK_LOCAL, /* ARP, or ND / MLD (which pass only with a link-local or multicast peer) */
+	PARSE_LINK_LOCAL, /* ARP, or ND / MLD that cannot have been routed (icmp6_is_link_local) */
 	PARSE_BAD,        /* cannot be judged: fail closed */
 };
 
@@ -169,6 +169,7 @@ struct pkt {
 	__u8 frag;      /* enum frag_kind */
 	__u8 icmp_err;  /* ICMP error whose inner tuple is below */
 	__u8 inner_proto;
+	__u8 hop_limit; /* IPv6 only */
 	__u16 sport; /* network order; 0 for protocols without ports */
 	__u16 dport;
 	__u16 inner_sport;
@@ -227,10 +228,32 @@ static __always_inline int icmp_is_error(__u8 family, __u8 type)
 	return type >= 1 && type <= 4; /* unreachable, too big, time exceeded, parameter */
 }
 
-/* ND (133-137) and MLD (130-132, 143) keep the link working; policies cannot name ICMPv6. */
-static __always_inline int icmp6_is_link_local(__u8 type)
+static __always_inline int ip6_is_link_local_or_unspec(const __u8 *a)
 {
-	return (type >= 130 && type <= 137) || type == 143;
+	const __u32 *w = (const __u32 *)a;
+	if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
+		return 1;
+	return w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 0;
+}
+
+/*
+ * Neighbour discovery and MLD keep the link working, and policies cannot name ICMPv6.
+ * They pass only when they cannot have come from (or be meant for) beyond the link:
+ *   ND (133-137: RS, RA, NS, NA, redirect) with hop limit 255, which a router would have
+ *     decremented (RFC 4861 7.1.1, 6.1.1, 8.1: receivers drop other hop limits). The peer
+ *     may be global: ptp solicits the gateway's global address.
+ *   MLD (130-132 v1, 143 v2 report) with hop limit 1 from a link-local source or from ::
+ *     (before an address exists, e.g. during DAD) (RFC 2710 3, RFC 3810 5).
+ * Any other hop limit or source is judged like any ICMPv6, so the types cannot carry
+ * traffic past the policy.
+ */
+static __always_inline int icmp6_is_link_local(const struct pkt *p, __u8 type)
+{
+	if (type >= 133 && type <= 137)
+		return p->hop_limit == 255;
+	if ((type >= 130 && type <= 132) || type == 143)
+		return p->hop_limit == 1 && ip6_is_link_local_or_unspec(p->src);
+	return 0;
 }
 
 /* Reads the IP header and ports of the packet quoted in an ICMP error at off. */
@@ -296,7 +319,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 		__u8 type;
 		if (bpf_skb_load_bytes(skb, off, &type, 1) < 0)
 			return PARSE_BAD;
-		if (p->proto == IPPROTO_ICMPV6_ && p->family == 6 && icmp6_is_link_local(type))
+		if (p->proto == IPPROTO_ICMPV6_ && p->family == 6 && icmp6_is_link_local(p, type))
 			return PARSE_LINK_LOCAL;
 		if ((p->proto == IPPROTO_ICMP) == (p->family == 4) && icmp_is_error(p->family, type))
 			parse_icmp_inner(skb, p, off + 8);
@@ -345,6 +368,7 @@ __attribute__((noinline)) int sg_parse(struct __sk_buff *skb, struct pkt *p)
 		if (ip6.version != 6)
 			return PARSE_BAD;
 		p->family = 6;
+		p->hop_limit = ip6.hop_limit;
 		__builtin_memcpy(p->src, &ip6.saddr, 16);
 		__builtin_memcpy(p->dst, &ip6.daddr, 16);
 		__u8 next = ip6.nexthdr;
@@ -635,10 +659,6 @@ static __always_inline int handle(struct __sk_buff *skb, const __u32 dir)
 		remote = p.src;
 	}
 
-	if (pr == PARSE_LINK_LOCAL && p.family == 6 && !(remote[0] == 0xff || (remote[0] == 0xfe && (remote[1] & 0xc0) == 0x80))) {
-		/* ND/MLD addressed off-link is no neighbour traffic: judge it as ICMPv6. */
-		pr = PARSE_OK;
-	}
 	if (pr == PARSE_LINK_LOCAL) {
 		d.verdict = SG_VERDICT_ALLOW;
 		d.reason = SG_REASON_LINK_LOCAL;

@@ -63,6 +63,8 @@ type Packet struct {
 	MoreFragments bool
 	// HopByHop adds an empty IPv6 hop-by-hop options header.
 	HopByHop bool
+	// HopLimit is the IPv6 hop limit; 0 means 64. (IPv4 TTL is always 64.)
+	HopLimit uint8
 }
 
 var (
@@ -212,6 +214,9 @@ func (p Packet) ipv6(l4 []byte) []byte {
 	binary.BigEndian.PutUint16(h[4:], uint16(len(ext)+len(l4)))
 	h[6] = next
 	h[7] = 64
+	if p.HopLimit != 0 {
+		h[7] = p.HopLimit
+	}
 	src, dst := p.Src.As16(), p.Dst.As16()
 	copy(h[8:24], src[:])
 	copy(h[24:40], dst[:])
@@ -329,9 +334,36 @@ func ARP() []byte {
 	return Ethernet(EtherTypeARP, b)
 }
 
-// NeighborSolicitation builds an ICMPv6 neighbour solicitation from src for target.
-func NeighborSolicitation(src, target netip.Addr) []byte {
+// NeighborSolicitation builds an ICMPv6 neighbour solicitation from src to dst (the
+// target itself, or its solicited-node multicast group) for target. RFC 4861 sends it
+// with hop limit 255; other values test how the datapath treats routed look-alikes.
+func NeighborSolicitation(src, dst, target netip.Addr, hopLimit uint8) []byte {
 	t := target.As16()
-	p := Packet{Src: src, Dst: target, Protocol: ProtoICMPv6, ICMPType: 135, Payload: t[:]}
+	p := Packet{Src: src, Dst: dst, Protocol: ProtoICMPv6, ICMPType: 135, ICMPExplicit: true, Payload: t[:], HopLimit: hopLimit}
+	return p.MustFrame()
+}
+
+// ICMPv6 ND and MLD message types.
+const (
+	MLDQuery              = 130
+	MLDReport             = 131
+	MLDDone               = 132
+	RouterSolicitation    = 133
+	RouterAdvertisement   = 134
+	NeighborSolicit       = 135
+	NeighborAdvertisement = 136
+	Redirect              = 137
+	MLDv2Report           = 143
+)
+
+// ICMPv6Control builds an ICMPv6 message of type icmpType (ND or MLD) from src to dst
+// with the given hop limit and a 16-byte zero body. MLD types get a hop-by-hop header,
+// where real MLD carries its router-alert option.
+func ICMPv6Control(icmpType uint8, src, dst netip.Addr, hopLimit uint8) []byte {
+	p := Packet{Src: src, Dst: dst, Protocol: ProtoICMPv6, ICMPType: icmpType, ICMPExplicit: true,
+		Payload: make([]byte, 16), HopLimit: hopLimit}
+	if icmpType >= MLDQuery && icmpType <= MLDDone || icmpType == MLDv2Report {
+		p.HopByHop = true
+	}
 	return p.MustFrame()
 }
