@@ -38,7 +38,8 @@ func init() {
 type resultKey struct{}
 
 // instrument serves wh at path and records RequestDuration for every request,
-// including those rejected before the handler runs (bad bodies).
+// including those rejected before the handler runs (bad bodies, wrong methods:
+// see screen).
 func instrument(path string, wh *admission.Webhook) http.Handler {
 	inner := wh.Handler
 	wh.Handler = admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
@@ -55,7 +56,9 @@ func instrument(path string, wh *admission.Webhook) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		result := ResultInvalid
-		wh.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), resultKey{}, &result)))
+		if r := screen(w, r); r != nil {
+			wh.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), resultKey{}, &result)))
+		}
 		RequestDuration.WithLabelValues(path, result).Observe(time.Since(start).Seconds())
 	})
 }

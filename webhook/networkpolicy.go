@@ -202,6 +202,11 @@ func (v *NetworkPolicyValidator) logFinding(r *hygiene.Review, f hygiene.Finding
 // decodeNetworkPolicyReview turns an admission request into a hygiene review; nil
 // for operations hygiene does not judge (CONNECT).
 func decodeNetworkPolicyReview(req admission.Request) (*hygiene.Review, error) {
+	if req.UID == "" {
+		// Without a uid the API server could not match the answer; whatever sent it
+		// is not the API server, and an "allowed" would be a verdict on nothing.
+		return nil, errors.New("admission request has no uid: not an AdmissionReview from the API server")
+	}
 	if req.Kind != networkPolicyGVK || req.SubResource != "" {
 		return nil, fmt.Errorf("NetworkPolicy validator got %s (subresource %q): the webhook configuration must send only networking.k8s.io/v1 NetworkPolicies",
 			req.Kind.String(), req.SubResource)

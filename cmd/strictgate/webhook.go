@@ -41,7 +41,11 @@ func runWebhook(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	// JSON logs on stderr. Handlers never log admitted objects or request bodies, so
 	// Secrets or tokens inside them cannot leak through logs.
-	ctrl.SetLogger(logr.FromSlogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.Level(-*verbosity)})))
+	logHandler := slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.Level(-*verbosity)})
+	ctrl.SetLogger(logr.FromSlogHandler(logHandler))
+	// The standard library's log package (net/http's TLS handshake and connection
+	// errors) writes through slog's default too, so that every line is JSON.
+	slog.SetDefault(slog.New(logHandler))
 	if *selfSigned != "" {
 		if _, renewed, err := certs.Ensure(cfg.CertDir, certs.Hosts(strings.Split(*selfSigned, ",")), 365*24*time.Hour, 30*24*time.Hour); err != nil {
 			return fmt.Errorf("bootstrap serving certificate: %w", err)
