@@ -54,6 +54,9 @@ func TestScreen(t *testing.T) {
 			if w.Code != tt.code {
 				t.Fatalf("HTTP %d, want %d: %.300s", w.Code, tt.code, w.Body.String())
 			}
+			if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q, want application/json", ct)
+			}
 			if bytes.Contains(w.Body.Bytes(), []byte(secret)) {
 				t.Errorf("answer quotes the request body: %.300s", w.Body.String())
 			}

@@ -56,6 +56,10 @@ func instrument(path string, wh *admission.Webhook) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		result := ResultInvalid
+		// controller-runtime writes the AdmissionReview without a Content-Type, so
+		// net/http would sniff it as text/plain.
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		if r := screen(w, r); r != nil {
 			wh.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), resultKey{}, &result)))
 		}
