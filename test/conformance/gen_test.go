@@ -29,7 +29,7 @@ var (
 	nsNames    = []string{"a", "b", "c", "d"} // "d" has no Namespace object
 	portNames  = []string{"http", "dns", "metrics"}
 	portNums   = []int32{80, 53, 8080, 9090}
-	flowPorts  = []int{80, 53, 8080, 9090, 81, 443, 8081}
+	flowPorts  = []int{80, 53, 8080, 9090, 81, 443, 8081, 65535, 1}
 	protocols  = []string{"TCP", "UDP", "SCTP"}
 	nodeIP     = "192.168.7.1" // what hostNetwork pods use
 	extraRawV4 = []string{"10.0.1.99", "10.9.0.1", "172.16.0.5", nodeIP}
@@ -190,7 +190,7 @@ var cidrs = map[string][]string{
 
 func (g *gen) peer(c *Cluster) networkingv1.NetworkPolicyPeer {
 	var pe networkingv1.NetworkPolicyPeer
-	switch g.r.IntN(5) {
+	switch g.r.IntN(6) {
 	case 0:
 		pe.PodSelector = g.selector(podLabelKeys, 0.2)
 	case 1:
@@ -201,6 +201,8 @@ func (g *gen) peer(c *Cluster) networkingv1.NetworkPolicyPeer {
 	case 2:
 		pe.PodSelector = g.selector(podLabelKeys, 0.3)
 		pe.NamespaceSelector = g.selector(nsLabelKeys, 0.3)
+	case 3:
+		pe.IPBlock = g.randomBlock(c)
 	default:
 		keys := make([]string, 0, len(cidrs))
 		for k := range cidrs {
@@ -224,6 +226,50 @@ func (g *gen) peer(c *Cluster) networkingv1.NetworkPolicyPeer {
 		pe.IPBlock = ib
 	}
 	return pe
+}
+
+// randomBlock makes a cidr of random length around a pod's (or a random) address, with
+// random excepts inside it, so that nested prefixes of several rules overlap.
+func (g *gen) randomBlock(c *Cluster) *networkingv1.IPBlock {
+	var a netip.Addr
+	if p := c.Pods[g.r.IntN(len(c.Pods))]; len(addrs(p)) > 0 && g.chance(0.7) {
+		as := addrs(p)
+		a = as[g.r.IntN(len(as))]
+	} else if g.chance(0.7) {
+		a = netip.AddrFrom4([4]byte{10, 0, byte(g.r.IntN(3)), byte(g.r.IntN(16))})
+	} else {
+		a = netip.MustParseAddr(fmt.Sprintf("fd00::%x", g.r.IntN(16)))
+	}
+	lens := []int{0, 8, 16, 22, 23, 24, 28, 30, 31, 32}
+	if a.Is6() {
+		lens = []int{0, 64, 120, 124, 125, 126, 127, 128}
+	}
+	bits := lens[g.r.IntN(len(lens))]
+	cidr := netip.PrefixFrom(a, bits).Masked()
+	ib := &networkingv1.IPBlock{CIDR: cidr.String()}
+	seen := map[netip.Prefix]bool{}
+	for range g.r.IntN(3) {
+		if bits == a.BitLen() {
+			break
+		}
+		// An address inside the block: a pod's or a random one.
+		b := a
+		if p := c.Pods[g.r.IntN(len(c.Pods))]; g.chance(0.6) {
+			for _, x := range addrs(p) {
+				if cidr.Contains(x) {
+					b = x
+				}
+			}
+		}
+		el := bits + 1 + g.r.IntN(a.BitLen()-bits)
+		e := netip.PrefixFrom(b, el).Masked()
+		if !cidr.Contains(e.Addr()) || seen[e] {
+			continue
+		}
+		seen[e] = true
+		ib.Except = append(ib.Except, e.String())
+	}
+	return ib
 }
 
 func sortStrings(s []string) {
@@ -254,9 +300,18 @@ func (g *gen) ports() []networkingv1.NetworkPolicyPort {
 			n := intstr.FromString(g.pick(portNames...))
 			pp.Port = &n
 		case 4:
-			lo := int32(50 + g.r.IntN(40))
+			lo := int32(max(flowPorts[g.r.IntN(len(flowPorts))]-g.r.IntN(3), 1))
+			if g.chance(0.3) {
+				lo = int32(50 + g.r.IntN(40))
+			}
 			n := intstr.FromInt32(lo)
-			hi := lo + int32(g.r.IntN(9000))
+			hi := lo + int32(g.r.IntN(3))
+			if g.chance(0.5) {
+				hi = lo + int32(g.r.IntN(9000))
+			}
+			if g.chance(0.05) || hi > 65535 {
+				hi = 65535
+			}
 			pp.Port, pp.EndPort = &n, &hi
 		}
 		out = append(out, pp)

@@ -77,3 +77,21 @@ func TestRandomScenarios(t *testing.T) {
 		t.Errorf("the generator exercised only one verdict: %v", stats)
 	}
 }
+
+// TestPrivilegedBPFRandomScenarios runs a subset of the random scenarios through the
+// real eBPF programs (BPF_PROG_TEST_RUN), which must agree with the model too.
+func TestPrivilegedBPFRandomScenarios(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: --engine=bpf needs root (BPF_PROG_TEST_RUN); run as root")
+	}
+	n := max(*scenarios/6, 5)
+	failed := 0
+	for i := range uint64(n) {
+		if checkScenario(t, *seedBase+i, 40, "--engine=bpf") > 0 {
+			failed++
+			if failed >= 5 {
+				t.Fatalf("stopping after %d failing scenarios", failed)
+			}
+		}
+	}
+}
