@@ -117,7 +117,8 @@ func TestPodMutator(t *testing.T) {
 		{"kube-system", "kube-system", admissionv1.Create, podJSON(t, pod(nil, false)), 0, nil, false},
 		{"update is not mutated", "team-a", admissionv1.Update, podJSON(t, pod(nil, false)), 0, nil, false},
 		{"namespace lookup fails: fail closed", "broken", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusServiceUnavailable, nil, false},
-		{"unknown namespace: fail closed", "nowhere", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusServiceUnavailable, nil, false},
+		// Not found is an answer, not an outage: enforced by default (found by test/webhookprobe).
+		{"unknown namespace: enforced by default", "nowhere", admissionv1.Create, podJSON(t, pod(nil, false)), 0, []string{GateConditionType}, true},
 		{"no namespace in request", "", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusBadRequest, nil, false},
 		{"no object", "team-a", admissionv1.Create, nil, http.StatusBadRequest, nil, false},
 		{"not JSON", "team-a", admissionv1.Create, []byte("{"), http.StatusBadRequest, nil, false},

@@ -1,13 +1,17 @@
 package webhook
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -88,5 +92,35 @@ func TestNetworkPolicyValidatorNeedsUID(t *testing.T) {
 	resp := newTestValidator(t, nil).Handle(context.Background(), req)
 	if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusBadRequest || !strings.Contains(resp.Result.Message, "uid") {
 		t.Fatalf("request without uid: %+v", resp.Result)
+	}
+}
+
+// TestScreenSlowBody: a client that sends its headers and then trickles (or withholds)
+// the body is cut off after bodyReadTimeout instead of holding a connection forever.
+func TestScreenSlowBody(t *testing.T) {
+	old := bodyReadTimeout
+	bodyReadTimeout = 300 * time.Millisecond
+	defer func() { bodyReadTimeout = old }()
+	srv := httptest.NewServer(Instrumented(PathMutatePod, testMutator()))
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiVersion\":", PathMutatePod)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body within 10s: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("stalled body: HTTP %d, want 400", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stalled body answered after %v", d)
 	}
 }

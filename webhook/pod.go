@@ -92,6 +92,15 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		return admission.Allowed("namespace " + req.Namespace + " is excluded from enforcement")
 	}
 	ns, err := m.Namespaces.GetNamespace(ctx, req.Namespace)
+	if apierrors.IsNotFound(err) {
+		// Authoritative (the live read found nothing): a namespace that does not
+		// exist carries no opt-out label, and namespaces are enforced by default.
+		// The API server refuses pods in missing namespaces before webhooks run, so
+		// only a stray client gets here; it gets the secure answer, not a 503 that
+		// claims the webhook is unavailable.
+		ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: req.Namespace}}
+		err = nil
+	}
 	if err != nil {
 		// Fail closed: without the namespace we cannot tell whether it opted out, and
 		// guessing either way is wrong for someone. The API server retries or reports.
