@@ -36,9 +36,11 @@ const (
 // hooks: tcx links where the kernel has them (pinned, so they outlive the process),
 // else clsact + cls_bpf. Strict mode passes unprogrammed-deny for both directions.
 //
-// Attaching an attached pod only re-attaches missing hooks; its states stay. If
-// attaching fails, the pod entry is removed again and the error returned: the caller
-// (the CNI plugin) must then fail rather than leave the pod unenforced.
+// Attaching an attached pod only re-attaches missing hooks; its states stay. An entry
+// left by an earlier interface with the same index (its tcx links severed) is dropped
+// first, so the new pod starts in the given states. If attaching fails, the pod entry
+// is removed again and the error returned: the caller (the CNI plugin) must then fail
+// rather than leave the pod unenforced.
 func (d *Datapath) Attach(ifindex int, ingress, egress rules.State) (Pod, error) {
 	if ifindex == loopbackIfindex {
 		// Test runs use the loopback index to take the pod key from the mark.
@@ -48,10 +50,22 @@ func (d *Datapath) Attach(ifindex int, ingress, egress rules.State) (Pod, error)
 	if d.opts.ForceTC {
 		mode = AttachTC
 	}
+	// One Attach at a time per pin root, and never during Open's adoption.
+	unlock, err := d.lockRoot()
+	if err != nil {
+		return Pod{}, err
+	}
+	defer unlock()
 	existing, err := d.Pod(ifindex)
 	fresh := errors.Is(err, ErrNoPod)
 	if err != nil && !fresh {
 		return Pod{}, err
+	}
+	if err == nil {
+		if why := d.staleReason(existing); why != "" {
+			d.dropStale([]Collected{{Ifindex: ifindex, Slot: existing.Slot, Attach: existing.Attach, Reason: why}})
+			fresh = true
+		}
 	}
 	if !fresh && existing.Attach != AttachNone {
 		mode = existing.Attach
@@ -329,6 +343,11 @@ func (d *Datapath) ResetConntrack(ifindex int) error {
 // flushConntrack deletes the conntrack and fragment entries of an interface, so that a
 // later interface with the same index starts clean.
 func (d *Datapath) flushConntrack(ifindex uint32) error {
+	return d.flushConntrackOf(map[uint32]bool{ifindex: true})
+}
+
+// flushConntrackOf is flushConntrack for several interfaces in one pass over the maps.
+func (d *Datapath) flushConntrackOf(ifindexes map[uint32]bool) error {
 	var (
 		k    bpfSgCtKey
 		v    bpfSgCtVal
@@ -336,7 +355,7 @@ func (d *Datapath) flushConntrack(ifindex uint32) error {
 	)
 	it := d.objs.SgCt.Iterate()
 	for it.Next(&k, &v) {
-		if k.Ifindex == ifindex {
+		if ifindexes[k.Ifindex] {
 			keys = append(keys, k)
 		}
 	}
@@ -353,7 +372,7 @@ func (d *Datapath) flushConntrack(ifindex uint32) error {
 	)
 	fit := d.objs.SgFrags.Iterate()
 	for fit.Next(&fk, &fv) {
-		if fk.Ifindex == ifindex {
+		if ifindexes[fk.Ifindex] {
 			fkeys = append(fkeys, fk)
 		}
 	}
@@ -363,36 +382,62 @@ func (d *Datapath) flushConntrack(ifindex uint32) error {
 	return nil
 }
 
-// upgradePrograms points every attached pod at this process's programs.
+// upgradePrograms points every attached pod at this process's programs. A pod whose
+// interface vanishes meanwhile (a severed link, a device gone) is dropped like Open's
+// stale entries and is no error; a pod without links or filters on a live interface is
+// skipped (Attach re-attaches it with the new programs).
 func (d *Datapath) upgradePrograms() error {
 	pods, err := d.Pods()
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var (
+		errs  []error
+		stale []Collected
+	)
 	for _, p := range pods {
+		var gone string
 		for _, h := range hooks {
 			switch p.Attach {
 			case AttachTCX:
-				l, err := link.LoadPinnedLink(d.linkPin(p.Ifindex, h.name), nil)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("load link of interface %d: %w", p.Ifindex, err))
+				pin := d.linkPin(p.Ifindex, h.name)
+				l, err := link.LoadPinnedLink(pin, nil)
+				if errors.Is(err, os.ErrNotExist) {
+					d.log().Warn("pod has no link to upgrade", "ifindex", p.Ifindex, "hook", h.name)
 					continue
 				}
-				if err := l.Update(d.program(h.dir)); err != nil {
+				if err != nil {
+					gone = fmt.Sprintf("link pin not loadable: %v", err)
+					continue
+				}
+				err = l.Update(d.program(h.dir))
+				l.Close()
+				if errors.Is(err, unix.ENOLINK) {
+					gone = "tcx link severed (interface deleted)"
+					continue
+				}
+				if err != nil {
 					errs = append(errs, fmt.Errorf("upgrade program of interface %d: %w", p.Ifindex, err))
 				}
-				l.Close()
 			case AttachTC:
 				if !hasOurFilter(p.Ifindex, h.parent) {
 					continue // interface gone (maybe its index reused): never attach elsewhere
 				}
-				if err := netlink.FilterReplace(d.tcFilter(p.Ifindex, h.parent, h.name, d.program(h.dir))); err != nil {
+				err := netlink.FilterReplace(d.tcFilter(p.Ifindex, h.parent, h.name, d.program(h.dir)))
+				if err != nil && interfaceGone(p.Ifindex) {
+					gone = "interface gone (its cls_bpf filters with it)"
+					continue
+				}
+				if err != nil {
 					errs = append(errs, fmt.Errorf("upgrade filter of interface %d: %w", p.Ifindex, err))
 				}
 			}
 		}
+		if gone != "" && d.staleReason(p) != "" {
+			stale = append(stale, Collected{Ifindex: p.Ifindex, Slot: p.Slot, Attach: p.Attach, Reason: gone})
+		}
 	}
+	d.dropStale(stale)
 	return errors.Join(errs...)
 }
 

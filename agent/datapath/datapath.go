@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -68,6 +69,9 @@ type Options struct {
 	// UpgradePrograms moves every attached pod onto the programs of this process
 	// (atomic link/filter replacement): the agent sets it at start-up after an upgrade.
 	UpgradePrograms bool
+	// Logger receives what Open repairs on its own (stale entries of vanished pod
+	// interfaces, see Collected). Nil: not logged.
+	Logger *slog.Logger
 }
 
 // Datapath is an open eBPF datapath: loaded programs and the (pinned) maps they share.
@@ -81,6 +85,7 @@ type Datapath struct {
 	idx *ruleIndex // built lazily by the first Program/Sweep
 
 	ephemeralLinks []ephemeralLink // Ephemeral: unpinned tcx links, closed by Close
+	collected      []Collected     // stale pod entries dropped by this process
 }
 
 func (o Options) pinRoot() string {
@@ -92,7 +97,9 @@ func (o Options) pinRoot() string {
 
 // Open loads the programs and creates or adopts the maps. With pins present (a
 // restarted agent, the CNI plugin) the existing maps are reused, keeping rules,
-// conntrack and counters.
+// conntrack and counters; entries of pods whose interface is gone are dropped (see
+// Collected), so stale per-pod state never makes Open fail. Call it in the network
+// namespace of the pod interfaces.
 func Open(opts Options) (*Datapath, error) {
 	spec, err := loadBpf()
 	if err != nil {
@@ -110,15 +117,12 @@ func Open(opts Options) (*Datapath, error) {
 			}
 		}
 		// Processes opening at the same time (CNI plugin, agent) take turns: the first
-		// creates and pins, the others adopt. The lock goes with the descriptor.
-		lock, err := unix.Open(d.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		// creates and pins, the others adopt. Attach takes the lock too.
+		unlock, err := d.lockRoot()
 		if err != nil {
-			return nil, fmt.Errorf("open pin root %s: %w", d.root, err)
+			return nil, err
 		}
-		defer unix.Close(lock)
-		if err := unix.Flock(lock, unix.LOCK_EX); err != nil {
-			return nil, fmt.Errorf("lock pin root %s: %w", d.root, err)
-		}
+		defer unlock()
 		if _, err := os.Stat(filepath.Join(d.mapDir(), bpfMapSgCfg)); errors.Is(err, os.ErrNotExist) {
 			d.created = true
 		}
@@ -148,6 +152,12 @@ func Open(opts Options) (*Datapath, error) {
 			d.objs.Close()
 			return nil, fmt.Errorf("initialise config map: %w", err)
 		}
+	}
+	// Pods deleted while no strictgate process ran left entries and (tcx) links the
+	// kernel severed: drop them before anything touches links.
+	if err := d.collectStale(); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("collect stale pods: %w", err)
 	}
 	if opts.UpgradePrograms {
 		if err := d.upgradePrograms(); err != nil {
