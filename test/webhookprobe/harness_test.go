@@ -52,6 +52,8 @@ type proc struct {
 	exited   chan struct{}
 	bundle   *certs.Bundle
 	apiCfg   *rest.Config
+	bin      string // the built strictgate binary
+	kubecfg  string // kubeconfig file for the envtest admin
 	clientMu sync.Mutex
 	client   *http.Client
 }
@@ -161,6 +163,7 @@ func startWebhook(t *testing.T) *proc {
 	if strings.HasPrefix(bin, "ERROR ") {
 		t.Fatal(strings.TrimPrefix(bin, "ERROR "))
 	}
+	p.bin, p.kubecfg = bin, filepath.Join(dir, "kubeconfig")
 
 	port, metricsPort, probePort := freePort(t), freePort(t), freePort(t)
 	p.base = fmt.Sprintf("https://127.0.0.1:%d", port)

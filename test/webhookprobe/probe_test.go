@@ -15,9 +15,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,6 +54,7 @@ func TestWebhookProbe(t *testing.T) {
 	t.Run("concurrent requests", func(t *testing.T) { probeConcurrent(t, p) })
 	t.Run("metrics", func(t *testing.T) { probeMetrics(t, p) })
 	t.Run("certificate rotation", func(t *testing.T) { probeRotation(t, p) })
+	t.Run("no certificate: never ready", func(t *testing.T) { probeNoCert(t, p) })
 	t.Run("logs", func(t *testing.T) { probeLogs(t, p) })
 }
 
@@ -139,6 +143,7 @@ func probePodMutation(t *testing.T, p *proc) {
 		ns, op string
 		dryRun bool
 		spec   obj
+		objNS  string // metadata.namespace in the object (empty: absent, as on CREATE)
 		want   want
 		gates  []string // readinessGates expected after applying the patch
 	}{
@@ -157,11 +162,19 @@ func probePodMutation(t *testing.T, p *proc) {
 		{name: "strictgate's own namespace", ns: nsOwn, op: "CREATE", want: noPatch},
 		{name: "--exclude-namespace", ns: nsExcluded, op: "CREATE", want: noPatch},
 		{name: "opted-out namespace", ns: nsOptedOut, op: "CREATE", want: noPatch},
+		{name: "namespace that does not exist: enforced by default", ns: "probe-no-such-namespace", op: "CREATE", want: patched, gates: []string{gate}},
+		{name: "object claims kube-system, request says enforced: the request decides", ns: nsEnforced, op: "CREATE",
+			objNS: "kube-system", want: patched, gates: []string{gate}},
+		{name: "object claims an enforced namespace, request says kube-system", ns: "kube-system", op: "CREATE",
+			objNS: nsEnforced, want: noPatch},
 		{name: "UPDATE is never patched (gates are immutable)", ns: nsEnforced, op: "UPDATE", want: noPatch},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			uid := "pod-" + strings.ReplaceAll(tt.name, " ", "-")
 			object := pod("p1", tt.spec)
+			if tt.objNS != "" {
+				object["metadata"].(obj)["namespace"] = tt.objNS
+			}
 			req := podRequest(uid, tt.ns, tt.op, object)
 			req["dryRun"] = tt.dryRun
 			out := p.admit(t, pathPod, reviewJSON(t, "admission.k8s.io/v1", req))
@@ -319,6 +332,27 @@ func probeNetworkPolicy(t *testing.T, p *proc) {
 			}
 		})
 	}
+	// Values the API server's validation would reject later must still get a verdict
+	// here, never an evaluation error (5xx).
+	for i, spec := range []obj{
+		{"podSelector": obj{}, "ingress": []any{obj{"from": []any{obj{"ipBlock": obj{"cidr": "not-a-cidr", "except": []any{"x"}}}}}}},
+		{"podSelector": obj{}, "egress": []any{obj{"to": []any{obj{"ipBlock": obj{"cidr": "300.1.1.1/33"}}}}}, "policyTypes": []any{"Egress"}},
+		{"podSelector": obj{}, "ingress": []any{obj{"ports": []any{obj{"port": "", "endPort": -5, "protocol": "ICMP"}}}}},
+		{"podSelector": obj{}, "ingress": []any{obj{"ports": []any{obj{"port": 70000, "endPort": 1}}}}},
+		{"podSelector": obj{"matchExpressions": []any{obj{"key": "a", "operator": "Bogus", "values": []any{"x"}}}}, "policyTypes": []any{"Sideways"}},
+		{"podSelector": obj{}, "ingress": []any{obj{"from": []any{obj{}}}}, "egress": []any{obj{"to": []any{obj{"namespaceSelector": obj{"matchLabels": obj{"": ""}}}}}}},
+		{},
+	} {
+		uid := fmt.Sprintf("np-garbage-%d", i)
+		out := p.admit(t, pathNP, reviewJSON(t, "admission.k8s.io/v1", npRequest(uid, nsEnforced, "CREATE", networkPolicy(nsEnforced, uid, spec), normalUser, false)))
+		r := out.Response
+		if string(r.UID) != uid {
+			t.Errorf("%s: uid %q", uid, r.UID)
+		}
+		if !r.Allowed && (r.Result == nil || r.Result.Code >= 500 || r.Result.Message == "") {
+			t.Errorf("%s (%v): refusal %+v, want a 4xx verdict with a message", uid, spec, r.Result)
+		}
+	}
 	// A dryRun request leaves no trace: no enforcement event in the logs.
 	if strings.Contains(p.stderr.String(), "probe-dryrun-open") {
 		t.Errorf("a dryRun request was logged as an enforcement event:\n%s", grepLines(p.stderr.String(), "probe-dryrun-open"))
@@ -428,6 +462,7 @@ func probeMalformed(t *testing.T, p *proc) {
 			{"request null", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}`, ""},
 			{"request is a string", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":"x"}`, ""},
 			{"empty request", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}`, ""},
+			{"request key in the wrong case", strings.Replace(full, `"request":`, `"Request":`, 1), ""},
 			{"request without uid", with(func(r obj) { delete(r, "uid") }), ""},
 			{"uid is a number", with(func(r obj) { r["uid"] = 42 }), ""},
 			{"review with a response instead of a request", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"U","allowed":true}}`, ""},
@@ -757,6 +792,9 @@ func probeLogs(t *testing.T, p *proc) {
 		}
 	}
 	t.Logf("the process wrote %d log lines, %d bytes", strings.Count(logs, "\n"), len(logs))
+	if os.Getenv("WEBHOOKPROBE_DUMP_LOGS") != "" {
+		t.Logf("stderr:\n%s", logs)
+	}
 }
 
 func grepLines(s, sub string) string {
@@ -770,4 +808,57 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// probeNoCert starts a second process whose certificate directory is empty: it must
+// never report ready (it may exit, saying which file is missing).
+func probeNoCert(t *testing.T, p *proc) {
+	empty := t.TempDir()
+	port, probePort := freePort(t), freePort(t)
+	out := &syncBuffer{}
+	cmd := exec.Command(p.bin, "webhook", "--kubeconfig="+p.kubecfg, "--namespace="+nsOwn, "--cert-dir="+empty,
+		"--host=127.0.0.1", fmt.Sprintf("--port=%d", port), "--metrics-bind-address=0",
+		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort), "--leader-elect=false")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		}
+	}()
+	c := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			if err == nil {
+				t.Fatalf("exited 0 without a certificate:\n%s", out.String())
+			}
+			if !strings.Contains(out.String(), "tls.crt") {
+				t.Errorf("exit without a certificate does not name tls.crt:\n%s", out.String())
+			}
+			exited <- err // for the deferred cleanup
+			return
+		default:
+		}
+		if resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Fatalf("/readyz is 200 with no certificate to serve")
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
