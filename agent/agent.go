@@ -110,6 +110,11 @@ type podState struct {
 	gateDone    bool // the gate latency was observed
 	// deepVerify asks the next reconcile to read the rule maps back (periodic resync).
 	deepVerify bool
+	// programmedOnce: the pod was programmed (by this agent, or by a predecessor whose
+	// True condition the pod carries). The wait for the generated default-deny guards
+	// only a pod's first programming; afterwards policy changes, including that policy
+	// going away, are ordinary NetworkPolicy semantics.
+	programmedOnce bool
 }
 
 type podStatus uint8
@@ -139,10 +144,15 @@ type Agent struct {
 
 	queue workqueue.TypedRateLimitingInterface[types.NamespacedName]
 
-	mu     sync.Mutex // guards comp, synced, pods
+	mu     sync.Mutex // guards comp, synced, pods, denyNS
 	comp   *compile.Compiler
 	synced bool
 	pods   map[types.NamespacedName]*podState
+	// denyNS holds the namespaces whose strictgate-default-deny the compiler holds. It
+	// is kept beside comp, under the same lock, rather than read from the policy
+	// lister: the lister is updated before the handler feeds the compiler, and a pod
+	// programmed in between would get rules without the policy it waited for.
+	denyNS map[string]bool
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -170,12 +180,13 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.HostAddrs = LocalAddrs
 	}
 	a := &Agent{
-		cfg:   cfg,
-		deps:  deps,
-		log:   deps.Log,
-		pods:  map[types.NamespacedName]*podState{},
-		comp:  compile.New(compile.Options{Node: cfg.NodeName}),
-		ready: make(chan struct{}),
+		cfg:    cfg,
+		deps:   deps,
+		log:    deps.Log,
+		pods:   map[types.NamespacedName]*podState{},
+		denyNS: map[string]bool{},
+		comp:   compile.New(compile.Options{Node: cfg.NodeName}),
+		ready:  make(chan struct{}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedMaxOfRateLimiter(
 				workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](50*time.Millisecond, 30*time.Second),
@@ -308,8 +319,15 @@ func (a *Agent) build() error {
 	defer a.mu.Unlock()
 	// Build refuses the whole state for one invalid object; fall back to upserts, which
 	// skip (and log) the invalid ones.
+	denyNS := map[string]bool{}
 	c, err := compile.Build(s, compile.Options{Node: a.cfg.NodeName})
-	if err != nil {
+	if err == nil {
+		for _, p := range s.Policies {
+			if p.Name == DefaultDenyName {
+				denyNS[p.Namespace] = true
+			}
+		}
+	} else {
 		a.log.Error(err, "full compile failed; compiling object by object")
 		c = compile.New(compile.Options{Node: a.cfg.NodeName})
 		for _, ns := range s.Namespaces {
@@ -323,6 +341,8 @@ func (a *Agent) build() error {
 		for _, p := range s.Policies {
 			if _, err := c.UpsertPolicy(p); err != nil {
 				a.log.Error(err, "skip NetworkPolicy", "policy", p.Namespace+"/"+p.Name)
+			} else if p.Name == DefaultDenyName {
+				denyNS[p.Namespace] = true
 			}
 		}
 		for _, sv := range s.Services {
@@ -337,6 +357,7 @@ func (a *Agent) build() error {
 		}
 	}
 	a.comp = c
+	a.denyNS = denyNS
 	a.synced = true
 	return nil
 }

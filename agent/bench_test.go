@@ -84,6 +84,7 @@ func BenchmarkReconcilePolicyChange(b *testing.B) {
 	cs := fake.NewClientset()
 	cfg := DefaultConfig()
 	cfg.NodeName = "bench-node"
+	cfg.ExcludedNamespaces = []string{"ns0"} // no default-deny policy: measure programming, not the wait
 	a, err := New(cfg, Deps{Client: cs, Datapath: &benchDatapath{r: map[int]*rules.PodRules{}}, Interfaces: benchIfs{}, Gate: benchGate{},
 		HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 // Mode is the enforcement mode of the node (DESIGN.md, "Enforcement modes").
@@ -71,6 +73,17 @@ type Config struct {
 	Workers int
 	// AllowHost lets traffic with the node's own addresses pass (kubelet probes).
 	AllowHost bool
+	// Namespace is strictgate's own namespace and ExcludedNamespaces the configured
+	// further exclusions: the same inputs the webhook gets (its --namespace and
+	// --exclude-namespace), so that agent and webhook agree on which namespaces are
+	// enforced and therefore get strictgate-default-deny.
+	Namespace          string
+	ExcludedNamespaces []string
+}
+
+// Scope is the set of namespaces strictgate does not enforce, as the webhook computes it.
+func (c *Config) Scope() enforce.Scope {
+	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces}
 }
 
 // DefaultConfig returns the defaults the flags start from.
@@ -85,7 +98,17 @@ func DefaultConfig() Config {
 		ResyncPeriod: time.Minute,
 		Workers:      4,
 		AllowHost:    true,
+		Namespace:    defaultNamespace(),
 	}
+}
+
+// defaultNamespace is the agent pod's own namespace (downward API, env POD_NAMESPACE),
+// else the chart's default.
+func defaultNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "strictgate"
 }
 
 // RegisterFlags binds c to fs; c's current values are the defaults.
@@ -105,6 +128,35 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ResyncPeriod, "resync-period", c.ResyncPeriod, "how often every local pod is verified against the kernel")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "pods reconciled in parallel")
 	fs.BoolVar(&c.AllowHost, "allow-host", c.AllowHost, "let traffic between pods and their node's own addresses pass (kubelet probes)")
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "strictgate's own namespace, never enforced (give the webhook's --namespace; env POD_NAMESPACE)")
+	fs.Var(&stringList{dst: &c.ExcludedNamespaces}, "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated; give the webhook's --exclude-namespace values)")
+}
+
+// stringList is a repeatable, comma-separated string flag; the first Set replaces the
+// default.
+type stringList struct {
+	dst *[]string
+	set bool
+}
+
+func (l *stringList) String() string {
+	if l == nil || l.dst == nil {
+		return ""
+	}
+	return strings.Join(*l.dst, ",")
+}
+
+func (l *stringList) Set(v string) error {
+	if !l.set {
+		*l.dst = nil
+		l.set = true
+	}
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l.dst = append(*l.dst, part)
+		}
+	}
+	return nil
 }
 
 // Validate reports the first invalid setting, with what to do about it.
@@ -123,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if c.EventRate < 0 {
 		errs = append(errs, fmt.Errorf("--event-rate %d: want 0 (unlimited) or more", c.EventRate))
+	}
+	if c.Namespace == "" {
+		errs = append(errs, errors.New("--namespace must not be empty: give strictgate's own namespace (the webhook's --namespace)"))
 	}
 	if c.PinRoot == "" {
 		errs = append(errs, errors.New("--pin-root must not be empty"))

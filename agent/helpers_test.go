@@ -191,8 +191,16 @@ func (f *fakeInterfaces) ByIndex(ifindex int) (netdev.Interface, error) {
 // (or when the returned stop is called).
 func runAgent(t *testing.T, cs kubernetes.Interface, cfg agent.Config, dp agent.Datapath, ifs agent.Interfaces) (stop func()) {
 	t.Helper()
-	a, err := agent.New(cfg, agent.Deps{Client: cs, Datapath: dp, Interfaces: ifs, Log: testr.New(t),
-		HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	return runAgentDeps(t, cfg, agent.Deps{Client: cs, Datapath: dp, Interfaces: ifs})
+}
+
+// runAgentDeps is runAgent with the agent's connections given (Log and HostAddrs are
+// filled in).
+func runAgentDeps(t *testing.T, cfg agent.Config, deps agent.Deps) (stop func()) {
+	t.Helper()
+	deps.Log = testr.New(t)
+	deps.HostAddrs = func() ([]netip.Addr, error) { return nil, nil }
+	a, err := agent.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +232,10 @@ func testConfig() agent.Config {
 	c.NodeName = nodeName
 	c.MetricsAddr = ""
 	c.ResyncPeriod = time.Hour
+	c.Namespace = "strictgate"
+	// These tests exercise the reconciler in "default", where no default-deny controller
+	// runs: exclude it. TestAgentWaitsForDefaultDeny covers enforced namespaces.
+	c.ExcludedNamespaces = []string{"default"}
 	return c
 }
 

@@ -92,6 +92,7 @@ func TestPrivilegedMainAuditMode(t *testing.T) {
 	cfg := agent.DefaultConfig()
 	cfg.NodeName = nodeName
 	cfg.Mode = agent.ModeAudit
+	cfg.ExcludedNamespaces = []string{"default"} // no default-deny controller runs here
 	cfg.Kubeconfig = writeKubeconfig(t, rc)
 	cfg.MetricsAddr = freePort(t)
 	cfg.EventLogFile = filepath.Join(t.TempDir(), "events.log")

@@ -38,7 +38,9 @@ func (a *Agent) addHandlers() error {
 		UpdateFunc: func(_, o any) { a.onNamespace(o) },
 		DeleteFunc: func(o any) {
 			if k, ok := keyOf(o); ok {
-				a.apply(func() []types.NamespacedName { return a.comp.DeleteNamespace(k.Name) })
+				a.apply(func() []types.NamespacedName {
+					return append(a.comp.DeleteNamespace(k.Name), a.localPodsIn(k.Name)...)
+				})
 			}
 		},
 	}
@@ -47,7 +49,12 @@ func (a *Agent) addHandlers() error {
 		UpdateFunc: func(_, o any) { a.onPolicy(o) },
 		DeleteFunc: func(o any) {
 			if k, ok := keyOf(o); ok {
-				a.apply(func() []types.NamespacedName { return a.comp.DeletePolicy(k) })
+				a.apply(func() []types.NamespacedName {
+					if k.Name == DefaultDenyName {
+						delete(a.denyNS, k.Namespace)
+					}
+					return a.comp.DeletePolicy(k)
+				})
 			}
 		},
 	}
@@ -117,7 +124,11 @@ func (a *Agent) onPod(o any) {
 
 func (a *Agent) onNamespace(o any) {
 	if ns, ok := o.(*corev1.Namespace); ok {
-		a.apply(func() []types.NamespacedName { return a.comp.UpsertNamespace(ns) })
+		// Its local pods too: the opt-out label decides whether they wait for the
+		// default-deny policy.
+		a.apply(func() []types.NamespacedName {
+			return append(a.comp.UpsertNamespace(ns), a.localPodsIn(ns.Name)...)
+		})
 	}
 }
 
@@ -130,6 +141,10 @@ func (a *Agent) onPolicy(o any) {
 		changed, err := a.comp.UpsertPolicy(np)
 		if err != nil {
 			a.log.Error(err, "compile NetworkPolicy", "policy", np.Namespace+"/"+np.Name)
+		} else if np.Name == DefaultDenyName && !a.denyNS[np.Namespace] {
+			// The pods of the namespace that wait for it may be programmed now.
+			a.denyNS[np.Namespace] = true
+			changed = append(changed, a.localPodsIn(np.Namespace)...)
 		}
 		// The condition's message names the policy generations: re-check its targets
 		// even when their rules did not change.
@@ -232,7 +247,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 		st = nil
 	}
 	if st == nil {
-		st = &podState{uid: pod.UID, changeSince: time.Now()}
+		st = &podState{uid: pod.UID, changeSince: time.Now(), programmedOnce: programmedBefore(pod)}
 		a.pods[key] = st
 	}
 	ip, hasIP := podIP(pod)
@@ -241,9 +256,17 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	}
 	r, hasRules := a.comp.Rules(key)
 	msg := a.describe(key)
+	// Decided under the same lock as the rules: they are the rules the wait was for.
+	waiting := a.waitsForDefaultDeny(pod, st)
 	a.mu.Unlock()
 	if !hasIP || !hasRules {
 		return nil // the CNI plugin holds the pod in the mode's unprogrammed state
+	}
+	if waiting {
+		// Leave the datapath alone: the pod stays as the CNI plugin attached it. The
+		// policy's informer event queues the pod again.
+		_, err := a.setCondition(ctx, pod, st, a.waitingCondition(pod.Namespace))
+		return err
 	}
 
 	ifc, err := a.deps.Interfaces.HostInterface(ip)
@@ -313,6 +336,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 		st.changeSince = time.Time{}
 	}
 	st.status = statusProgrammed
+	st.programmedOnce = true
 	a.mu.Unlock()
 	_, err = a.setCondition(ctx, pod, st, gate.Condition{Status: corev1.ConditionTrue, Reason: gate.ReasonProgrammed, Message: msg})
 	return err

@@ -394,6 +394,9 @@ func TestDefaults(t *testing.T) {
 			args["--pin-root"] != "/sys/fs/bpf/strictgate" || args["--metrics-addr"] != ":9965" || args["--event-mode"] != "deny" {
 			t.Errorf("agent args %v, want the agent sub-command in strict mode, node name, pins under /sys/fs/bpf, metrics on 9965, DENY events", c.Args)
 		}
+		if args["--namespace"] != testNamespace || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--exclude-namespace") }) {
+			t.Errorf("agent args %v, want --namespace=%s (the webhook's) and no further exclusions by default", c.Args, testNamespace)
+		}
 		if len(c.Env) != 1 || c.Env[0].Name != "NODE_NAME" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
 			t.Errorf("agent env %+v, want NODE_NAME from spec.nodeName", c.Env)
 		}
@@ -603,6 +606,14 @@ func TestValueSets(t *testing.T) {
 						t.Errorf("webhook args %v lack %s", args, want)
 					}
 				}
+				// The agent holds pods of enforced namespaces until their default-deny
+				// exists: it must get exactly the webhook's scope.
+				ds := one[appsv1.DaemonSet](r, "DaemonSet", "")
+				agentArgs := onlyContainer(t, ds.Spec.Template.Spec.Containers).Args
+				if got, want := scopeArgs(agentArgs), scopeArgs(args); !slices.Equal(got, want) ||
+					!slices.Equal(want, []string{"--namespace=" + testNamespace, "--exclude-namespace=monitoring", "--exclude-namespace=ingress"}) {
+					t.Errorf("agent scope args %v, webhook's %v: want the same --namespace and --exclude-namespace", got, want)
+				}
 			},
 		},
 		{
@@ -766,6 +777,17 @@ func onlyContainer(t *testing.T, cs []corev1.Container) corev1.Container {
 		t.Fatalf("want one container, got %d", len(cs))
 	}
 	return cs[0]
+}
+
+// scopeArgs returns the --namespace and --exclude-namespace arguments, in order.
+func scopeArgs(args []string) []string {
+	var out []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "--namespace=") || strings.HasPrefix(a, "--exclude-namespace=") {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func argMap(args []string) map[string]string {

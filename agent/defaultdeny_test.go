@@ -1,0 +1,269 @@
+package agent_test
+
+import (
+	"context"
+	"flag"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/strictgate/strictgate/agent"
+	"github.com/strictgate/strictgate/agent/gate"
+	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/test/controlplane"
+	"github.com/strictgate/strictgate/webhook/defaultdeny"
+	"github.com/strictgate/strictgate/webhook/enforce"
+)
+
+func TestConfigScopeFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		env          string
+		args         []string
+		wantNS       string
+		wantExcluded []string
+	}{
+		{"defaults", "", nil, "strictgate", nil},
+		{"namespace from the downward API", "sg-system", nil, "sg-system", nil},
+		{"flags as the chart passes them", "sg-system", []string{"--namespace=sg", "--exclude-namespace=monitoring", "--exclude-namespace=ingress"}, "sg", []string{"monitoring", "ingress"}},
+		{"comma list", "", []string{"--exclude-namespace", "a, b,,c"}, "strictgate", []string{"a", "b", "c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("POD_NAMESPACE", tc.env)
+			c := agent.DefaultConfig()
+			fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+			c.RegisterFlags(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			want := enforce.Scope{OwnNamespace: tc.wantNS, Excluded: tc.wantExcluded}
+			if got := c.Scope(); got.OwnNamespace != want.OwnNamespace || !slices.Equal(got.Excluded, want.Excluded) {
+				t.Fatalf("Scope() = %+v, want %+v", got, want)
+			}
+		})
+	}
+	c := agent.DefaultConfig()
+	c.NodeName, c.Namespace = "n", ""
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--namespace must not be empty") {
+		t.Fatalf("Validate() with no namespace = %v", err)
+	}
+	if agent.DefaultDenyName != defaultdeny.DenyName {
+		t.Fatalf("agent waits for %q, the webhook generates %q", agent.DefaultDenyName, defaultdeny.DenyName)
+	}
+}
+
+// conditionLog records every condition the agent asks for, per pod: a False that the
+// final True hides (gate patches only on change) still shows here.
+type conditionLog struct {
+	agent.Gate
+	mu   sync.Mutex
+	sets map[string][]string // ns/name -> reasons in order
+}
+
+func (l *conditionLog) Set(ctx context.Context, pod *corev1.Pod, want gate.Condition) (bool, error) {
+	l.mu.Lock()
+	k := pod.Namespace + "/" + pod.Name
+	l.sets[k] = append(l.sets[k], want.Reason)
+	l.mu.Unlock()
+	return l.Gate.Set(ctx, pod, want)
+}
+
+func (l *conditionLog) reasons(ns, name string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.sets[ns+"/"+name])
+}
+
+// defaultDenyPolicy is strictgate-default-deny as the webhook's controller generates it.
+func defaultDenyPolicy(ns string) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: agent.DefaultDenyName, Namespace: ns},
+		Spec: networkingv1.NetworkPolicySpec{
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		},
+	}
+}
+
+func createNamespace(t *testing.T, cs kubernetes.Interface, name string, labels map[string]string) {
+	t.Helper()
+	must(cs.CoreV1().Namespaces().Create(context.Background(),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}))
+}
+
+func isWaiting(c corev1.PodCondition, found bool) bool {
+	return found && c.Status == corev1.ConditionFalse && c.Reason == agent.ReasonWaitingForDefaultDeny
+}
+
+// TestAgentWaitsForDefaultDeny: a pod of an enforced namespace is not programmed before
+// the namespace's strictgate-default-deny reaches the agent (the compiler would rightly
+// call it unrestricted, and programming it so would open it); excluded and opted-out
+// namespaces are programmed at once.
+func TestAgentWaitsForDefaultDeny(t *testing.T) {
+	cfg := controlplane.Start(t, nil)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	createNode(t, cs)
+
+	dp := newFakeDatapath()
+	ifs := &fakeInterfaces{}
+	for ip, ifindex := range map[string]int{"10.202.0.2": 22, "10.202.0.3": 23, "10.202.0.4": 24, "10.202.0.5": 25, "10.202.0.6": 26, "10.202.0.7": 27} {
+		ifs.set(ip, ifindex)
+	}
+	conds := &conditionLog{Gate: gate.New(cs.CoreV1()), sets: map[string][]string{}}
+	acfg := testConfig()
+	acfg.Namespace = "sg-own"
+	acfg.ExcludedNamespaces = []string{"monitoring"}
+	stop := runAgentDeps(t, acfg, agent.Deps{Client: cs, Datapath: dp, Interfaces: ifs, Gate: conds})
+	parent := t
+
+	// Namespace and pod within milliseconds, the policy not yet: the bug's order.
+	createNamespace(t, cs, "team-a", nil)
+	startPod(t, cs, "team-a", "web", nodeName, "10.202.0.2", map[string]string{"app": "web"})
+
+	t.Run("enforced namespace without the policy: not programmed, condition WaitingForDefaultDeny", func(t *testing.T) {
+		c := waitCondition(t, cs, "team-a", "web", func(c corev1.PodCondition, found bool) bool { return found })
+		if !isWaiting(c, true) || !strings.Contains(c.Message, "team-a/"+agent.DefaultDenyName) || !strings.Contains(c.Message, "deny-all") {
+			t.Fatalf("condition = %+v, want False/%s naming team-a/%s", c, agent.ReasonWaitingForDefaultDeny, agent.DefaultDenyName)
+		}
+		time.Sleep(200 * time.Millisecond) // a wrong program would land by now
+		if e, ok := dp.entry(22); ok {
+			t.Fatalf("waiting pod has a datapath entry %+v; ops %v", e, dp.opsCopy())
+		}
+		if got := conds.reasons("team-a", "web"); slices.Contains(got, gate.ReasonProgrammed) {
+			t.Fatalf("conditions asked for %v", got)
+		}
+	})
+
+	t.Run("the policy appears: programmed with it and True", func(t *testing.T) {
+		must(cs.NetworkingV1().NetworkPolicies("team-a").Create(ctx, defaultDenyPolicy("team-a"), metav1.CreateOptions{}))
+		c := waitCondition(t, cs, "team-a", "web", isTrue)
+		if c.Reason != gate.ReasonProgrammed || !strings.Contains(c.Message, "team-a/"+agent.DefaultDenyName+" (generation 1)") {
+			t.Fatalf("condition = %+v", c)
+		}
+		e, _ := dp.entry(22)
+		if e.rules == nil || e.rules.Ingress.State != rules.StateIsolated || e.rules.Egress.State != rules.StateIsolated || !e.hooked {
+			t.Fatalf("entry = %+v, want both directions isolated by the default-deny, attached", e)
+		}
+		if v, _ := e.rules.Ingress.Lookup(mustAddr("10.202.0.3"), rules.ProtocolTCP, 8080); v != rules.Deny {
+			t.Fatalf("default-deny not in the programmed rules: %+v", e.rules.Ingress)
+		}
+		if got := conds.reasons("team-a", "web"); !slices.Equal(got[len(got)-1:], []string{gate.ReasonProgrammed}) || got[0] != agent.ReasonWaitingForDefaultDeny {
+			t.Fatalf("conditions asked for %v, want waiting first and programmed last", got)
+		}
+	})
+
+	t.Run("excluded, own and opted-out namespaces are programmed without waiting", func(t *testing.T) {
+		for i, ns := range []struct {
+			name   string
+			labels map[string]string
+			ip     string
+		}{
+			{"monitoring", nil, "10.202.0.3"},
+			{"sg-own", nil, "10.202.0.4"},
+			{"opted-out", map[string]string{enforce.Label: enforce.Disabled}, "10.202.0.5"},
+		} {
+			createNamespace(t, cs, ns.name, ns.labels)
+			startPod(t, cs, ns.name, "p", nodeName, ns.ip, map[string]string{"app": "p"})
+			c := waitCondition(t, cs, ns.name, "p", isTrue)
+			if !strings.Contains(c.Message, "ingress: unrestricted") {
+				t.Errorf("%s: condition %+v", ns.name, c)
+			}
+			if got := conds.reasons(ns.name, "p"); slices.Contains(got, agent.ReasonWaitingForDefaultDeny) {
+				t.Errorf("%s: pod waited (%v) in a namespace strictgate does not enforce", ns.name, got)
+			}
+			if e, ok := dp.entry(23 + i); !ok || e.rules == nil {
+				t.Errorf("%s: not programmed: %+v", ns.name, e)
+			}
+		}
+	})
+
+	t.Run("namespace opting out releases its waiting pod", func(t *testing.T) {
+		createNamespace(t, cs, "team-b", nil)
+		startPod(t, cs, "team-b", "web", nodeName, "10.202.0.6", map[string]string{"app": "web"})
+		waitCondition(t, cs, "team-b", "web", isWaiting)
+		ns := must(cs.CoreV1().Namespaces().Get(ctx, "team-b", metav1.GetOptions{}))
+		ns.Labels = map[string]string{enforce.Label: enforce.Disabled}
+		must(cs.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}))
+		c := waitCondition(t, cs, "team-b", "web", isTrue)
+		if !strings.Contains(c.Message, "ingress: unrestricted") {
+			t.Fatalf("condition = %+v", c)
+		}
+	})
+
+	t.Run("restart flaps nothing", func(t *testing.T) {
+		createNamespace(t, cs, "team-c", nil)
+		startPod(t, cs, "team-c", "web", nodeName, "10.202.0.7", map[string]string{"app": "web"})
+		waitCondition(t, cs, "team-c", "web", isWaiting)
+		stop()
+		before := len(dp.opsCopy())
+		rv := map[string]string{}
+		for _, k := range []string{"team-a/web", "team-b/web", "team-c/web", "sg-own/p"} {
+			ns, name, _ := strings.Cut(k, "/")
+			rv[k] = must(cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})).ResourceVersion
+		}
+		stop = runAgentDeps(parent, acfg, agent.Deps{Client: cs, Datapath: dp, Interfaces: ifs, Gate: gate.New(cs.CoreV1())})
+		time.Sleep(300 * time.Millisecond) // let any stray patch land before looking
+		for k, want := range rv {
+			ns, name, _ := strings.Cut(k, "/")
+			if p := must(cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})); p.ResourceVersion != want {
+				t.Errorf("pod %s was rewritten by the restarted agent: %+v", k, p.Status.Conditions)
+			}
+		}
+		if ops := dp.opsCopy()[before:]; len(ops) != 0 {
+			t.Errorf("restarted agent touched the datapath: %v", ops)
+		}
+		// The waiting pod still waits, and is released by its policy.
+		must(cs.NetworkingV1().NetworkPolicies("team-c").Create(ctx, defaultDenyPolicy("team-c"), metav1.CreateOptions{}))
+		waitCondition(t, cs, "team-c", "web", isTrue)
+	})
+
+	t.Run("a programmed pod is not pulled back when the policy goes", func(t *testing.T) {
+		// The wait guards the first programming only; afterwards the policy's deletion
+		// (which the webhook refuses) is an ordinary policy change.
+		if err := cs.NetworkingV1().NetworkPolicies("team-a").Delete(ctx, agent.DefaultDenyName, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c := waitCondition(t, cs, "team-a", "web", func(c corev1.PodCondition, found bool) bool {
+			return isTrue(c, found) && strings.Contains(c.Message, "ingress: unrestricted")
+		})
+		if c.Reason != gate.ReasonProgrammed {
+			t.Fatalf("condition = %+v", c)
+		}
+	})
+}
+
+// TestAgentWaitsForDefaultDenyStandardMode: in standard mode the waiting pod is left as
+// the CNI plugin attached it (allow-all), and the message says so.
+func TestAgentWaitsForDefaultDenyStandardMode(t *testing.T) {
+	cfg := controlplane.Start(t, nil)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	createNode(t, cs)
+	dp := newFakeDatapath()
+	ifs := &fakeInterfaces{}
+	ifs.set("10.202.1.2", 32)
+	acfg := testConfig()
+	acfg.Mode = agent.ModeStandard
+	runAgent(t, cs, acfg, dp, ifs)
+
+	createNamespace(t, cs, "team-s", nil)
+	startPod(t, cs, "team-s", "web", nodeName, "10.202.1.2", map[string]string{"app": "web"})
+	c := waitCondition(t, cs, "team-s", "web", isWaiting)
+	if !strings.Contains(c.Message, "allow-all (standard mode)") {
+		t.Fatalf("condition = %+v", c)
+	}
+	if e, ok := dp.entry(32); ok {
+		t.Fatalf("waiting pod has a datapath entry %+v", e)
+	}
+	must(cs.NetworkingV1().NetworkPolicies("team-s").Create(context.Background(), defaultDenyPolicy("team-s"), metav1.CreateOptions{}))
+	waitCondition(t, cs, "team-s", "web", isTrue)
+	if e, _ := dp.entry(32); e.rules == nil || e.rules.Ingress.State != rules.StateIsolated {
+		t.Fatalf("entry = %+v", e)
+	}
+}
