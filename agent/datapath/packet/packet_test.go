@@ -83,3 +83,30 @@ func TestFrames(t *testing.T) {
 		t.Error("IPv6 fragment header missing or wrong")
 	}
 }
+
+func TestICMPv6ControlHopLimit(t *testing.T) {
+	ll, group := netip.MustParseAddr("fe80::1"), netip.MustParseAddr("ff02::16")
+	for _, c := range []struct {
+		name     string
+		frame    []byte
+		hopLimit byte
+		next     byte // IPv6 next header
+		icmpType byte
+		icmpOff  int
+	}{
+		{"default hop limit", Packet{Src: ll, Dst: group, Protocol: ProtoUDP}.MustFrame(), 64, ProtoUDP, 0, 0},
+		{"NS at 255", NeighborSolicitation(netip.MustParseAddr("::"), netip.MustParseAddr("ff02::1:ff00:1"), netip.MustParseAddr("fd00::1"), 255), 255, ProtoICMPv6, NeighborSolicit, 54},
+		{"RA at 255", ICMPv6Control(RouterAdvertisement, ll, group, 255), 255, ProtoICMPv6, RouterAdvertisement, 54},
+		{"MLDv2 report at 1 behind hop-by-hop", ICMPv6Control(MLDv2Report, ll, group, 1), 1, 0, MLDv2Report, 62},
+	} {
+		if got := c.frame[14+7]; got != c.hopLimit {
+			t.Errorf("%s: hop limit %d, want %d", c.name, got, c.hopLimit)
+		}
+		if got := c.frame[14+6]; got != c.next {
+			t.Errorf("%s: next header %d, want %d", c.name, got, c.next)
+		}
+		if c.icmpOff != 0 && c.frame[c.icmpOff] != c.icmpType {
+			t.Errorf("%s: ICMPv6 type %d, want %d", c.name, c.frame[c.icmpOff], c.icmpType)
+		}
+	}
+}
