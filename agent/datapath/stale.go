@@ -24,7 +24,8 @@ type Collected struct {
 	Reason string
 }
 
-// Collected lists the stale pod entries this Open dropped (see Collected).
+// Collected lists the stale pod entries this Datapath dropped: at Open (see
+// Collected), or in Attach for an entry of an earlier interface with the same index.
 func (d *Datapath) Collected() []Collected {
 	d.mu.Lock()
 	defer d.mu.Unlock()
