@@ -136,13 +136,11 @@ func (b *batch) dirRules(p *podInfo, d rules.Direction) rules.DirectionRules {
 		}
 		for _, r := range pol.rules[d] {
 			for _, np := range r.named {
-				v, ok := p.resolve(np.name, np.proto)
-				if !ok {
-					k = append(k, 0)
-					continue
+				vs := p.resolveAll(np.name, np.proto)
+				k = binary.BigEndian.AppendUint16(k, uint16(len(vs)))
+				for _, v := range vs {
+					k = binary.BigEndian.AppendUint16(k, v)
 				}
-				k = append(k, 1)
-				k = binary.BigEndian.AppendUint16(k, v)
 			}
 		}
 	}
@@ -192,7 +190,7 @@ func (b *batch) flatten(p *podInfo, d rules.Direction, pols []*policyInfo) []rul
 
 func appendResolved(ports []rules.PortRule, r *ruleInfo, p *podInfo) []rules.PortRule {
 	for _, np := range r.named {
-		if v, ok := p.resolve(np.name, np.proto); ok {
+		for _, v := range p.resolveAll(np.name, np.proto) {
 			ports = append(ports, rules.PortRule{Protocol: np.proto, First: v, Last: v, Rule: r.id})
 		}
 	}
@@ -243,7 +241,7 @@ func (b *batch) services() []svcTarget {
 							}
 							port := uint16(sp.target.IntValue())
 							if sp.target.Type == intstr.String {
-								v, ok := p.resolve(sp.target.StrVal, sp.proto)
+								v, ok := p.resolveTarget(sp.target.StrVal, sp.proto)
 								if !ok {
 									return // the endpoints controller leaves such a pod out too
 								}

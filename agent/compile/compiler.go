@@ -383,7 +383,7 @@ func (c *Compiler) changePod(key types.NamespacedName, p *podInfo) {
 		// With the same addresses and ports, only a change in which selectors match
 		// matters; otherwise anything that matches either version does.
 		addrChange := old == nil || p == nil || old.peer() != p.peer() ||
-			!slices.Equal(old.ips, p.ips) || !maps.Equal(old.named, p.named)
+			!slices.Equal(old.ips, p.ips) || !maps.EqualFunc(old.named, p.named, slices.Equal[[]uint16])
 		for _, pol := range c.policies {
 			if c.peerChange(pol, old, p, addrChange) {
 				c.dirtyTargets(pol)

@@ -14,6 +14,9 @@
 // containerPorts for the protocol: for ingress that is the selected pod itself, for
 // egress each peer pod separately (so peer pods get /32 or /128 entries carrying their
 // own resolved ports), and a named port never matches an address that is not a pod.
+// Port names are unique only within a container, so a name several containers share
+// means each of their ports; a Service's named targetPort takes the first container's
+// (as the endpoints controller does).
 // Only pods with an IP that neither use the host network nor have terminated are peers;
 // host-network pods are never policy targets. Namespaces the compiler has not been told
 // about exist implicitly with the label kubernetes.io/metadata.name=<name>, which is

@@ -3,6 +3,7 @@ package compile
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -37,7 +38,7 @@ type podInfo struct {
 	node        string
 	labels      labels.Set
 	ips         []netip.Addr
-	named       map[portKey]uint16
+	named       map[portKey][]uint16 // every container port of that name and protocol, in container order
 	hostNetwork bool
 	terminated  bool
 	notReady    bool // Ready condition explicitly False: not a selector-based backend
@@ -49,9 +50,21 @@ func (p *podInfo) alive() bool { return !p.hostNetwork && !p.terminated }
 // peer reports whether the pod's addresses are matched by pod selectors.
 func (p *podInfo) peer() bool { return p.alive() && len(p.ips) > 0 }
 
-func (p *podInfo) resolve(name string, proto rules.Protocol) (uint16, bool) {
-	v, ok := p.named[portKey{name, proto}]
-	return v, ok
+// resolveAll returns every port a NetworkPolicy named port means on this pod. Pod
+// validation forbids a duplicate name only within one container, so two containers may
+// both have "http"; the policy's named port is "a named port on the pod", so it admits
+// each of them (as kube-network-policies, Calico and Cilium do).
+func (p *podInfo) resolveAll(name string, proto rules.Protocol) []uint16 {
+	return p.named[portKey{name, proto}]
+}
+
+// resolveTarget resolves a Service's named targetPort the way the endpoints controller
+// does (FindPort): the first container with the name and protocol wins.
+func (p *podInfo) resolveTarget(name string, proto rules.Protocol) (uint16, bool) {
+	if v := p.named[portKey{name, proto}]; len(v) > 0 {
+		return v[0], true
+	}
+	return 0, false
 }
 
 func newPodInfo(pod *corev1.Pod) (*podInfo, error) {
@@ -102,9 +115,12 @@ func newPodInfo(pod *corev1.Pod) (*podInfo, error) {
 				return nil, fmt.Errorf("pod %s port %q: %v: %w", p.key, cp.Name, err, ErrInvalid)
 			}
 			if p.named == nil {
-				p.named = map[portKey]uint16{}
+				p.named = map[portKey][]uint16{}
 			}
-			p.named[portKey{cp.Name, proto}] = uint16(cp.ContainerPort)
+			k := portKey{cp.Name, proto}
+			if !slices.Contains(p.named[k], uint16(cp.ContainerPort)) {
+				p.named[k] = append(p.named[k], uint16(cp.ContainerPort))
+			}
 		}
 	}
 	for _, c := range pod.Status.Conditions {
@@ -117,15 +133,8 @@ func newPodInfo(pod *corev1.Pod) (*podInfo, error) {
 
 // samePeer reports whether two versions of a pod look the same to other pods' rules.
 func (p *podInfo) samePeer(q *podInfo) bool {
-	if p.peer() != q.peer() || p.notReady != q.notReady || !slices.Equal(p.ips, q.ips) || len(p.named) != len(q.named) || !labelsEqual(p.labels, q.labels) {
-		return false
-	}
-	for k, v := range p.named {
-		if w, ok := q.named[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
+	return p.peer() == q.peer() && p.notReady == q.notReady && slices.Equal(p.ips, q.ips) &&
+		maps.EqualFunc(p.named, q.named, slices.Equal[[]uint16]) && labelsEqual(p.labels, q.labels)
 }
 
 func labelsEqual(a, b labels.Set) bool {

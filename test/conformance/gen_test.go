@@ -7,9 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -92,6 +94,10 @@ func (g *gen) cluster() *Cluster {
 		nctr := 1 + g.r.IntN(2)
 		used := map[string]bool{}
 		for ci := range nctr {
+			if g.chance(0.3) {
+				// Names are unique per container only: another container may reuse one.
+				used = map[string]bool{}
+			}
 			ctr := corev1.Container{Name: fmt.Sprintf("c%d", ci), Image: "x"}
 			for range g.r.IntN(3) {
 				cp := corev1.ContainerPort{ContainerPort: portNums[g.r.IntN(len(portNums))]}
@@ -170,9 +176,73 @@ func (g *gen) cluster() *Cluster {
 			}
 			s.Spec.Ports = append(s.Spec.Ports, sp)
 		}
+		if g.chance(0.1) { // dual-stack ClusterIPs
+			s.Spec.ClusterIPs = []string{s.Spec.ClusterIP, fmt.Sprintf("fd00:96::1%d", i)}
+			if netip.MustParseAddr(s.Spec.ClusterIP).Is6() {
+				s.Spec.ClusterIPs[1] = fmt.Sprintf("10.96.1.%d", i+1)
+			}
+		}
+		if s.Spec.Selector == nil || g.chance(0.2) {
+			c.EndpointSlices = append(c.EndpointSlices, g.slice(c, s))
+		}
 		c.Services = append(c.Services, s)
 	}
 	return c
+}
+
+// slice makes an EndpointSlice for a Service: endpoints at pod or other addresses,
+// ready, not ready or unset, ports named like the service's or not.
+func (g *gen) slice(c *Cluster, s *corev1.Service) *discoveryv1.EndpointSlice {
+	es := &discoveryv1.EndpointSlice{TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+		ObjectMeta:  metav1.ObjectMeta{Name: s.Name + "-x", Namespace: s.Namespace, Labels: map[string]string{discoveryv1.LabelServiceName: s.Name}},
+		AddressType: discoveryv1.AddressTypeIPv4}
+	v6 := g.chance(0.25)
+	if v6 {
+		es.AddressType = discoveryv1.AddressTypeIPv6
+	}
+	for range 1 + g.r.IntN(3) {
+		var a string
+		if p := c.Pods[g.r.IntN(len(c.Pods))]; g.chance(0.8) {
+			for _, x := range addrs(p) {
+				if x.Is6() == v6 {
+					a = x.String()
+				}
+			}
+		}
+		if a == "" {
+			a = "10.0.5.5"
+			if v6 {
+				a = "fd00::55"
+			}
+		}
+		ep := discoveryv1.Endpoint{Addresses: []string{a}}
+		switch g.r.IntN(3) {
+		case 0:
+			t := true
+			ep.Conditions.Ready = &t
+		case 1:
+			f := false
+			ep.Conditions.Ready = &f
+		}
+		es.Endpoints = append(es.Endpoints, ep)
+	}
+	for _, sp := range s.Spec.Ports {
+		name := sp.Name
+		if g.chance(0.15) {
+			name = "other"
+		}
+		port := portNums[g.r.IntN(len(portNums))]
+		ep := discoveryv1.EndpointPort{Name: &name, Port: &port}
+		if g.chance(0.7) {
+			pr := sp.Protocol
+			if pr == "" {
+				pr = corev1.ProtocolTCP
+			}
+			ep.Protocol = &pr
+		}
+		es.Ports = append(es.Ports, ep)
+	}
+	return es
 }
 
 // cidrs are ipBlock candidates; each with excepts inside it.
@@ -364,7 +434,11 @@ func (g *gen) end(c *Cluster) string {
 		}
 		return g.pick(extraRawV4...)
 	case x < 9 && len(c.Services) > 0:
-		return c.Services[g.r.IntN(len(c.Services))].Spec.ClusterIP
+		s := c.Services[g.r.IntN(len(c.Services))]
+		if len(s.Spec.ClusterIPs) > 1 && g.chance(0.5) {
+			return s.Spec.ClusterIPs[1]
+		}
+		return s.Spec.ClusterIP
 	default:
 		if g.chance(0.6) {
 			return g.pick(extraRawV4...)
@@ -386,6 +460,12 @@ func (g *gen) flows(c *Cluster, n int) []Flow {
 			// protocol omitted: TCP
 		default:
 			f.Protocol = g.pick(protocols...)
+		}
+		for _, s := range c.Services {
+			if (s.Spec.ClusterIP == f.Dst || slices.Contains(s.Spec.ClusterIPs, f.Dst)) && g.chance(0.8) {
+				sp := s.Spec.Ports[g.r.IntN(len(s.Spec.Ports))]
+				f.Port, f.Protocol = int(sp.Port), string(sp.Protocol)
+			}
 		}
 		if g.chance(0.05) {
 			f.Protocol = strings.ToLower(f.Protocol)
@@ -430,6 +510,9 @@ func (g *gen) write(c *Cluster, dir string) ([]string, error) {
 		objs = append(objs, o)
 	}
 	for _, o := range c.Services {
+		objs = append(objs, o)
+	}
+	for _, o := range c.EndpointSlices {
 		objs = append(objs, o)
 	}
 	g.r.Shuffle(len(objs), func(i, j int) { objs[i], objs[j] = objs[j], objs[i] })

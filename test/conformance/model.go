@@ -194,7 +194,30 @@ func (c *Cluster) peerMatches(polNS string, pe networkingv1.NetworkPolicyPeer, a
 	return false // a peer with nothing set is invalid
 }
 
-// namedPort resolves a port name against a pod's container ports for a protocol.
+// namedPortIs says whether port is a container port of pod p with that name and
+// protocol. Validation forbids duplicate names only within a container, so several
+// containers may share one; a NetworkPolicy named port is "a named port on a pod" and
+// means any of them.
+func namedPortIs(p *corev1.Pod, name string, proto corev1.Protocol, port int) bool {
+	if p == nil {
+		return false
+	}
+	for _, ctr := range p.Spec.Containers {
+		for _, cp := range ctr.Ports {
+			pp := cp.Protocol
+			if pp == "" {
+				pp = corev1.ProtocolTCP
+			}
+			if cp.Name == name && pp == proto && int(cp.ContainerPort) == port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// namedPort resolves a Service's named targetPort against a pod's container ports for
+// a protocol as the endpoints controller does: the first match wins.
 func namedPort(p *corev1.Pod, name string, proto corev1.Protocol) (int32, bool) {
 	if p == nil {
 		return 0, false
@@ -232,7 +255,7 @@ func portMatches(ports []networkingv1.NetworkPolicyPort, dstPod *corev1.Pod, pro
 			return true
 		}
 		if pp.Port.Type == intstr.String {
-			if n, ok := namedPort(dstPod, pp.Port.StrVal, pr); ok && int(n) == port {
+			if namedPortIs(dstPod, pp.Port.StrVal, pr, port) {
 				return true
 			}
 			continue

@@ -43,6 +43,9 @@ func checkScenario(t *testing.T, seed uint64, nflows int, extra ...string) int {
 		if j.Allow {
 			want = "allow"
 		}
+		if len(j.Why) > 1 && strings.Contains(j.Why[1], "ClusterIP") {
+			stats["service-"+want]++
+		}
 		if got[i].Verdict != want {
 			bad++
 			if bad <= 3 {

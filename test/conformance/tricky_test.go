@@ -49,6 +49,23 @@ status: {phase: Running, podIP: 10.0.0.2}
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: multi, namespace: x, labels: {app: m}}
+spec:
+  containers:
+  - {name: c1, image: i, ports: [{name: http, containerPort: 8080}]}
+  - {name: c2, image: i, ports: [{name: http, containerPort: 9090}, {name: http, containerPort: 7070, protocol: UDP}]}
+status: {phase: Running, podIP: 10.0.0.10}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: multi, namespace: x}
+spec:
+  clusterIP: 10.96.0.14
+  selector: {app: m}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: c, namespace: x, labels: {app: c}}
 spec: {containers: [{name: c, image: i}]}
 status: {phase: Running, podIP: 10.0.0.3}
@@ -298,6 +315,13 @@ ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: team, operator: 
 		fl("x/c", "10.0.1.1", 8081, "TCP", "allow"), fl("x/c", "10.9.9.9", 80, "TCP", "deny")}},
 	{"named port on egress through an ipBlock that covers pods", []string{policy("x", "p", "podSelector: {matchLabels: {app: c}}\negress: [{to: [{ipBlock: {cidr: 10.0.0.0/8}}], ports: [{port: http}]}]")}, []trickyFlow{
 		fl("x/c", "x/a", 8080, "TCP", "allow"), fl("x/c", "y/a", 8081, "TCP", "allow"), fl("x/c", "y/a", 80, "TCP", "deny"), fl("x/c", "10.9.9.9", 80, "TCP", "deny"), fl("x/c", "10.9.9.9", 8080, "TCP", "deny")}},
+	{"a port name shared by two containers means either port", []string{
+		policy("x", "in", "podSelector: {matchLabels: {app: m}}\ningress: [{ports: [{port: http}]}]"),
+		policy("y", "out", "podSelector: {matchLabels: {app: a}}\npolicyTypes: [Egress]\negress: [{ports: [{port: http}]}]")}, []trickyFlow{
+		fl("z/a", "x/multi", 8080, "TCP", "allow"), fl("z/a", "x/multi", 9090, "TCP", "allow"), fl("z/a", "x/multi", 7070, "TCP", "deny"), fl("z/a", "x/multi", 80, "TCP", "deny"),
+		fl("y/a", "x/multi", 8080, "TCP", "allow"), fl("y/a", "x/multi", 9090, "TCP", "allow"), fl("y/a", "10.0.0.10", 7070, "TCP", "deny"),
+		fl("z/a", "10.96.0.14", 80, "TCP", "allow"), // targetPort http is 8080 (first container, as FindPort)
+	}},
 	{"protocol defaults to TCP; port-less port matches the whole protocol", []string{policy("x", "p", "podSelector: {}\ningress: [{ports: [{port: 80}, {protocol: UDP}]}]")}, []trickyFlow{
 		fl("y/a", "x/b", 80, "TCP", "allow"), fl("y/a", "x/b", 80, "SCTP", "deny"), fl("y/a", "x/b", 1, "UDP", "allow"), fl("y/a", "x/b", 65535, "UDP", "allow"), fl("y/a", "x/b", 81, "TCP", "deny")}},
 	{"endPort ranges are inclusive", []string{policy("x", "p", "podSelector: {}\ningress: [{ports: [{port: 8000, endPort: 8080}, {port: 9000, endPort: 9000, protocol: SCTP}]}]")}, []trickyFlow{
