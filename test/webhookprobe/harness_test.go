@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -41,21 +42,22 @@ const (
 
 // proc is a running `strictgate webhook` process with its stderr captured.
 type proc struct {
-	base     string // https://127.0.0.1:port
-	metrics  string // http://127.0.0.1:port
-	probes   string // http://127.0.0.1:port
-	certDir  string
-	stderr   *syncBuffer
-	secrets  []string // strings that must never appear in the process's output
-	caPool   *x509.CertPool
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	bundle   *certs.Bundle
-	apiCfg   *rest.Config
-	bin      string // the built strictgate binary
-	kubecfg  string // kubeconfig file for the envtest admin
-	clientMu sync.Mutex
-	client   *http.Client
+	base      string // https://127.0.0.1:port
+	metrics   string // http://127.0.0.1:port
+	probes    string // http://127.0.0.1:port
+	certDir   string
+	stderr    *syncBuffer
+	secrets   []string // strings that must never appear in the process's output
+	caPool    *x509.CertPool
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	bundle    *certs.Bundle
+	apiCfg    *rest.Config
+	bin       string // the built strictgate binary
+	volumeGen int    // generation of the Secret-volume layout in certDir
+	kubecfg   string // kubeconfig file for the envtest admin
+	clientMu  sync.Mutex
+	client    *http.Client
 }
 
 // syncBuffer is an io.Writer the process writes to while the test reads it.
@@ -213,9 +215,7 @@ func (p *proc) writeCerts(t *testing.T) *certs.Bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := certs.Write(p.certDir, b); err != nil {
-		t.Fatal(err)
-	}
+	p.installSecretVolume(t, b.Cert, b.Key, b.CACert)
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b.CACert) {
 		t.Fatal("CA certificate does not parse")
@@ -232,6 +232,47 @@ func (p *proc) writeCerts(t *testing.T) *certs.Bundle {
 	p.clientMu.Unlock()
 	p.secrets = append(p.secrets, pemBody(b.Key))
 	return b
+}
+
+// installSecretVolume lays the files out exactly as the kubelet does for a mounted
+// Secret, and updates them the way it does: the files are symlinks through "..data",
+// a symlink to a timestamped directory, and an update writes a new directory and
+// renames a new "..data" over the old one (one atomic swap of both files).
+func (p *proc) installSecretVolume(t *testing.T, cert, key, ca []byte) {
+	t.Helper()
+	p.volumeGen++
+	gen := fmt.Sprintf("..2026_11_22_%02d", p.volumeGen)
+	genDir := filepath.Join(p.certDir, gen)
+	if err := os.MkdirAll(genDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{certs.CertFile: cert, certs.KeyFile: key, certs.CAFile: ca} {
+		if err := os.WriteFile(filepath.Join(genDir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, _ := os.Readlink(filepath.Join(p.certDir, "..data"))
+	tmp := filepath.Join(p.certDir, "..data_tmp")
+	_ = os.Remove(tmp)
+	if err := os.Symlink(gen, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(p.certDir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{certs.CertFile, certs.KeyFile, certs.CAFile} {
+		link := filepath.Join(p.certDir, name)
+		if _, err := os.Lstat(link); err != nil {
+			if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(p.certDir, old)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (p *proc) httpClient() *http.Client {

@@ -26,6 +26,8 @@ import (
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/strictgate/strictgate/certs"
 )
 
 const (
@@ -696,7 +698,8 @@ func probeMetrics(t *testing.T, p *proc) {
 
 func probeRotation(t *testing.T, p *proc) {
 	old := p.bundle
-	b := p.writeCerts(t) // new CA and serving certificate, files replaced atomically
+	start := time.Now()
+	b := p.writeCerts(t) // new CA and serving certificate, swapped in as the kubelet does
 	addr := strings.TrimPrefix(p.base, "https://")
 	newLeaf := pemDER(t, b.Cert)
 	deadline := time.Now().Add(30 * time.Second)
@@ -717,6 +720,51 @@ func probeRotation(t *testing.T, p *proc) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	t.Logf("first rotation picked up after %v", time.Since(start).Round(time.Millisecond))
+	// A broken update (key of another certificate, then garbage) keeps the last good
+	// certificate in force and the process ready.
+	other, err := certs.Generate([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct{ cert, key []byte }{{b.Cert, other.Key}, {[]byte("garbage"), []byte("garbage")}, {nil, nil}} {
+		p.installSecretVolume(t, bad.cert, bad.key, b.CACert)
+		time.Sleep(1500 * time.Millisecond) // the watcher sees the swap at once; give it time to act
+		conn, err := tls.DialWithDialer(dialer(), "tcp", addr, &tls.Config{RootCAs: p.caPool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("after a broken certificate update the last good one is no longer served: %v", err)
+		}
+		if served := conn.ConnectionState().PeerCertificates[0].Raw; !bytes.Equal(served, newLeaf) {
+			t.Errorf("after a broken update a different certificate is served")
+		}
+		conn.Close()
+		if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(p.probes + "/readyz"); err != nil || resp.StatusCode != 200 {
+			t.Errorf("/readyz after a broken certificate update: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	}
+	// And a good update after the broken ones is picked up.
+	start = time.Now()
+	b = p.writeCerts(t)
+	newLeaf = pemDER(t, b.Cert)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		conn, err := tls.DialWithDialer(dialer(), "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // reading which certificate is served
+		if err == nil {
+			served := conn.ConnectionState().PeerCertificates[0].Raw
+			conn.Close()
+			if bytes.Equal(served, newLeaf) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("good certificate after broken updates not served within 30s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("good rotation after broken ones picked up after %v", time.Since(start).Round(time.Millisecond))
+
 	// Clients trusting only the new CA get answers; the process was not restarted.
 	out := p.admit(t, pathPod, reviewJSON(t, "admission.k8s.io/v1", podRequest("after-rotation", nsEnforced, "CREATE", pod("p", nil))))
 	if !out.Response.Allowed || len(out.Response.Patch) == 0 {
