@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"flag"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -12,10 +13,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/strictgate/strictgate/agent"
+	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/gate"
+	"github.com/strictgate/strictgate/agent/netdev"
+	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
 	"github.com/strictgate/strictgate/agent/rules"
 	"github.com/strictgate/strictgate/test/controlplane"
 	"github.com/strictgate/strictgate/webhook/defaultdeny"
@@ -265,5 +270,89 @@ func TestAgentWaitsForDefaultDenyStandardMode(t *testing.T) {
 	waitCondition(t, cs, "team-s", "web", isTrue)
 	if e, _ := dp.entry(32); e.rules == nil || e.rules.Ingress.State != rules.StateIsolated {
 		t.Fatalf("entry = %+v", e)
+	}
+}
+
+// TestPrivilegedWaitForDefaultDeny is the bug on the real datapath: pods attached closed
+// by the strict-mode CNI plugin in a namespace whose default-deny does not exist yet
+// carry no traffic, even once another policy selects one of them (before the fix the
+// client, selected by nothing, was programmed open); the default-deny releases them into
+// exactly their policies.
+func TestPrivilegedWaitForDefaultDeny(t *testing.T) {
+	if !netdevtest.Isolate(t) {
+		return
+	}
+	const pinRoot = "/sys/fs/bpf/strictgate" // a private bpffs (Isolate)
+	rc := controlplane.Start(t, nil)
+	cs := kubernetes.NewForConfigOrDie(rc)
+	ctx := context.Background()
+	createNode(t, cs)
+
+	web := netdevtest.AddPod(t, "web", netip.MustParseAddr("10.201.0.2"))
+	client := netdevtest.AddPod(t, "client", netip.MustParseAddr("10.201.0.3"))
+	web.ListenTCP(t, 8080)
+	client.ListenTCP(t, 8080)
+	tcp := func(from, to *netdevtest.Pod) bool { return from.ProbeTCP(to.IP, 8080, 400*time.Millisecond) == nil }
+	if err := client.ProbeTCP(web.IP, 8080, 3*time.Second); err != nil {
+		t.Fatalf("plumbing: client cannot reach web before strictgate: %v", err)
+	}
+
+	dp, err := datapath.Open(datapath.Options{PinRoot: pinRoot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d, err := datapath.Open(datapath.Options{PinRoot: pinRoot}); err == nil {
+			d.Remove()
+		}
+	})
+	// What the strict-mode CNI plugin does at ADD.
+	for _, p := range []*netdevtest.Pod{web, client} {
+		if _, err := dp.Attach(p.HostIndex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acfg := testConfig()
+	if err := agent.ConfigureDatapath(dp, acfg); err != nil {
+		t.Fatal(err)
+	}
+	runAgentDeps(t, acfg, agent.Deps{Client: cs, Datapath: agent.NewDatapath(dp, false), Interfaces: netdev.New(nil)})
+
+	createNamespace(t, cs, "team-a", nil)
+	startPod(t, cs, "team-a", "web", nodeName, web.IP.String(), map[string]string{"app": "web"})
+	startPod(t, cs, "team-a", "client", nodeName, client.IP.String(), map[string]string{"app": "client"})
+	allowWeb := ingressPolicy("team-a", "allow-web", "web", "client", 8080)
+	must(cs.NetworkingV1().NetworkPolicies("team-a").Create(ctx, allowWeb, metav1.CreateOptions{}))
+	for _, n := range []string{"web", "client"} {
+		waitCondition(t, cs, "team-a", n, isWaiting)
+	}
+	if tcp(client, web) || tcp(web, client) {
+		t.Fatal("pods waiting for the default-deny carried traffic")
+	}
+
+	// The controller's policy, then the client's egress: the user's policies in force.
+	must(cs.NetworkingV1().NetworkPolicies("team-a").Create(ctx, defaultDenyPolicy("team-a"), metav1.CreateOptions{}))
+	tcpProto := corev1.ProtocolTCP
+	egress := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "client-egress", Namespace: "team-a"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{{
+				To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcpProto, Port: ptr(intstr.FromInt(8080))}},
+			}},
+		},
+	}
+	must(cs.NetworkingV1().NetworkPolicies("team-a").Create(ctx, egress, metav1.CreateOptions{}))
+	waitCondition(t, cs, "team-a", "web", isTrue)
+	waitCondition(t, cs, "team-a", "client", func(c corev1.PodCondition, found bool) bool {
+		return isTrue(c, found) && strings.Contains(c.Message, "client-egress")
+	})
+	if !tcp(client, web) {
+		t.Fatal("client -> web:8080 dropped although allow-web and client-egress allow it")
+	}
+	if tcp(web, client) {
+		t.Fatal("web -> client:8080 passed although strictgate-default-deny forbids it")
 	}
 }
