@@ -17,42 +17,58 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// TestScreen: requests no API server sends are refused before decoding, with a 4xx and
-// a reason, and without quoting the body. Found by test/webhookprobe: controller-
-// runtime's decoder processed GET/PUT bodies, any apiVersion/kind (echoing it back)
-// and YAML.
-func TestScreen(t *testing.T) {
+// TestServeAdmission: requests no API server sends are refused with a 4xx and a
+// reason, without quoting the body; AdmissionReviews are answered in their own
+// apiVersion. Found by test/webhookprobe: controller-runtime's ServeHTTP processed
+// GET/PUT bodies, any apiVersion/kind (echoing it back) and YAML, and refused
+// "application/json; charset=utf-8".
+func TestServeAdmission(t *testing.T) {
 	const secret = "s3cr3t-token-value"
 	pod := podJSON(t, &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x", Env: []corev1.EnvVar{{Name: "T", Value: secret}}}}}})
 	good := string(review(t, podRequest("team-a", admissionv1.Create, pod).AdmissionRequest))
 	beta := strings.Replace(good, `"admission.k8s.io/v1"`, `"admission.k8s.io/v1beta1"`, 1)
 	h := Instrumented(PathMutatePod, testMutator())
+	noUID := strings.Replace(beta, `"uid":"uid-1",`, ``, 1)
+	numUID := strings.Replace(good, `"uid":"uid-1"`, `"uid":42`, 1)
 	for _, tt := range []struct {
 		name, method, body string
 		code               int    // HTTP status
 		allowed            bool   // for 200 answers
 		apiVersion         string // of the answer
+		contentType        string // default application/json
 	}{
-		{"v1 review", http.MethodPost, good, 200, true, "admission.k8s.io/v1"},
-		{"v1beta1 review", http.MethodPost, beta, 200, true, "admission.k8s.io/v1beta1"},
-		{"GET", http.MethodGet, good, 405, false, "admission.k8s.io/v1"},
-		{"PUT", http.MethodPut, good, 405, false, "admission.k8s.io/v1"},
-		{"empty", http.MethodPost, "", 400, false, "admission.k8s.io/v1"},
-		{"whitespace", http.MethodPost, " \n", 400, false, "admission.k8s.io/v1"},
-		{"null", http.MethodPost, "null", 400, false, "admission.k8s.io/v1"},
-		{"array", http.MethodPost, `["` + secret + `"]`, 400, false, "admission.k8s.io/v1"},
-		{"truncated", http.MethodPost, good[:len(good)-40], 400, false, "admission.k8s.io/v1"},
-		{"YAML", http.MethodPost, "apiVersion: admission.k8s.io/v1\nkind: AdmissionReview\nrequest: {uid: " + secret + "}\n", 400, false, "admission.k8s.io/v1"},
-		{"other apiVersion", http.MethodPost, strings.Replace(good, `"admission.k8s.io/v1"`, `"evil.example/v1"`, 1), 400, false, "admission.k8s.io/v1"},
-		{"future apiVersion", http.MethodPost, strings.Replace(good, `"admission.k8s.io/v1"`, `"admission.k8s.io/v2"`, 1), 400, false, "admission.k8s.io/v1"},
-		{"other kind", http.MethodPost, strings.Replace(good, `"kind":"AdmissionReview"`, `"kind":"Pod"`, 1), 400, false, "admission.k8s.io/v1"},
-		{"no apiVersion", http.MethodPost, strings.Replace(good, `"apiVersion":"admission.k8s.io/v1",`, ``, 1), 400, false, "admission.k8s.io/v1"},
-		{"apiVersion in the wrong case", http.MethodPost, strings.Replace(good, `"apiVersion"`, `"APIVERSION"`, 1), 400, false, "admission.k8s.io/v1"},
-		{"too large", http.MethodPost, good[:len(good)-1] + `,"x":"` + strings.Repeat("x", MaxRequestBytes) + `"}`, 413, false, "admission.k8s.io/v1"},
+		{"charset parameter", http.MethodPost, good, 200, true, "admission.k8s.io/v1", "application/json; charset=utf-8"},
+		{"text/plain", http.MethodPost, good, 415, false, "admission.k8s.io/v1", "text/plain"},
+		{"no Content-Type", http.MethodPost, good, 415, false, "admission.k8s.io/v1", "-"},
+		{"YAML Content-Type", http.MethodPost, good, 415, false, "admission.k8s.io/v1", "application/yaml"},
+		{"v1beta1 without uid: refused in v1beta1", http.MethodPost, noUID, 200, false, "admission.k8s.io/v1beta1", ""},
+		{"uid is a number", http.MethodPost, numUID, 400, false, "admission.k8s.io/v1", ""},
+		{"v1 review", http.MethodPost, good, 200, true, "admission.k8s.io/v1", ""},
+		{"v1beta1 review", http.MethodPost, beta, 200, true, "admission.k8s.io/v1beta1", ""},
+		{"GET", http.MethodGet, good, 405, false, "admission.k8s.io/v1", ""},
+		{"PUT", http.MethodPut, good, 405, false, "admission.k8s.io/v1", ""},
+		{"empty", http.MethodPost, "", 400, false, "admission.k8s.io/v1", ""},
+		{"whitespace", http.MethodPost, " \n", 400, false, "admission.k8s.io/v1", ""},
+		{"null", http.MethodPost, "null", 400, false, "admission.k8s.io/v1", ""},
+		{"array", http.MethodPost, `["` + secret + `"]`, 400, false, "admission.k8s.io/v1", ""},
+		{"truncated", http.MethodPost, good[:len(good)-40], 400, false, "admission.k8s.io/v1", ""},
+		{"YAML", http.MethodPost, "apiVersion: admission.k8s.io/v1\nkind: AdmissionReview\nrequest: {uid: " + secret + "}\n", 400, false, "admission.k8s.io/v1", ""},
+		{"other apiVersion", http.MethodPost, strings.Replace(good, `"admission.k8s.io/v1"`, `"evil.example/v1"`, 1), 400, false, "admission.k8s.io/v1", ""},
+		{"future apiVersion", http.MethodPost, strings.Replace(good, `"admission.k8s.io/v1"`, `"admission.k8s.io/v2"`, 1), 400, false, "admission.k8s.io/v1", ""},
+		{"other kind", http.MethodPost, strings.Replace(good, `"kind":"AdmissionReview"`, `"kind":"Pod"`, 1), 400, false, "admission.k8s.io/v1", ""},
+		{"no apiVersion", http.MethodPost, strings.Replace(good, `"apiVersion":"admission.k8s.io/v1",`, ``, 1), 400, false, "admission.k8s.io/v1", ""},
+		{"apiVersion in the wrong case", http.MethodPost, strings.Replace(good, `"apiVersion"`, `"APIVERSION"`, 1), 400, false, "admission.k8s.io/v1", ""},
+		{"too large", http.MethodPost, good[:len(good)-1] + `,"x":"` + strings.Repeat("x", MaxRequestBytes) + `"}`, 413, false, "admission.k8s.io/v1", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest(tt.method, PathMutatePod, strings.NewReader(tt.body))
-			r.Header.Set("Content-Type", "application/json")
+			switch tt.contentType {
+			case "":
+				r.Header.Set("Content-Type", "application/json")
+			case "-":
+			default:
+				r.Header.Set("Content-Type", tt.contentType)
+			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
 			if w.Code != tt.code {
@@ -74,8 +90,12 @@ func TestScreen(t *testing.T) {
 			if ar.Response.Allowed != tt.allowed {
 				t.Fatalf("allowed=%v, want %v: %+v", ar.Response.Allowed, tt.allowed, ar.Response.Result)
 			}
-			if !tt.allowed && (ar.Response.Result == nil || ar.Response.Result.Code != int32(tt.code) || ar.Response.Result.Message == "") {
-				t.Errorf("refusal %+v, want code %d with a message", ar.Response.Result, tt.code)
+			if !tt.allowed && (ar.Response.Result == nil || ar.Response.Result.Code < 400 || ar.Response.Result.Code >= 500 ||
+				(tt.code != 200 && ar.Response.Result.Code != int32(tt.code)) || ar.Response.Result.Message == "") {
+				t.Errorf("refusal %+v, want a 4xx (%d) with a message", ar.Response.Result, tt.code)
+			}
+			if tt.allowed && !strings.Contains(tt.body, `"uid":"`+string(ar.Response.UID)+`"`) {
+				t.Errorf("answer uid %q is not the request's", ar.Response.UID)
 			}
 			if tt.code == 405 && w.Header().Get("Allow") != http.MethodPost {
 				t.Errorf("405 without Allow: POST")
@@ -95,9 +115,9 @@ func TestNetworkPolicyValidatorNeedsUID(t *testing.T) {
 	}
 }
 
-// TestScreenSlowBody: a client that sends its headers and then trickles (or withholds)
+// TestServeAdmissionSlowBody: a client that sends its headers and then trickles (or withholds)
 // the body is cut off after bodyReadTimeout instead of holding a connection forever.
-func TestScreenSlowBody(t *testing.T) {
+func TestServeAdmissionSlowBody(t *testing.T) {
 	old := bodyReadTimeout
 	bodyReadTimeout = 300 * time.Millisecond
 	defer func() { bodyReadTimeout = old }()

@@ -38,8 +38,8 @@ func init() {
 type resultKey struct{}
 
 // instrument serves wh at path and records RequestDuration for every request,
-// including those rejected before the handler runs (bad bodies, wrong methods:
-// see screen).
+// including those refused before the handler runs (not an AdmissionReview: see
+// serveAdmission).
 func instrument(path string, wh *admission.Webhook) http.Handler {
 	inner := wh.Handler
 	wh.Handler = admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
@@ -56,13 +56,7 @@ func instrument(path string, wh *admission.Webhook) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		result := ResultInvalid
-		// controller-runtime writes the AdmissionReview without a Content-Type, so
-		// net/http would sniff it as text/plain.
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		if r := screen(w, r); r != nil {
-			wh.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), resultKey{}, &result)))
-		}
+		serveAdmission(w, r.WithContext(context.WithValue(r.Context(), resultKey{}, &result)), wh)
 		RequestDuration.WithLabelValues(path, result).Observe(time.Since(start).Seconds())
 	})
 }

@@ -360,7 +360,13 @@ func (p *proc) postH(t *testing.T, method, path, contentType string, body []byte
 // admit posts an AdmissionReview as the API server does and decodes the answer.
 func (p *proc) admit(t *testing.T, path string, review []byte) *admissionv1.AdmissionReview {
 	t.Helper()
-	code, body, h := p.postH(t, http.MethodPost, path, "application/json", review)
+	return p.admitCT(t, path, "application/json", review)
+}
+
+// admitCT is admit with the given Content-Type.
+func (p *proc) admitCT(t *testing.T, path, contentType string, review []byte) *admissionv1.AdmissionReview {
+	t.Helper()
+	code, body, h := p.postH(t, http.MethodPost, path, contentType, review)
 	if code != http.StatusOK {
 		t.Fatalf("POST %s: HTTP %d: %s", path, code, body)
 	}

@@ -393,6 +393,16 @@ func assertRefused(t *testing.T, code int, body []byte, wantUID string) {
 	}
 	switch {
 	case code >= 400 && code < 500:
+		// A 4xx may carry an AdmissionReview; if it does, it must say why.
+		var out admissionv1.AdmissionReview
+		if json.Unmarshal(body, &out) == nil && out.Response != nil {
+			if out.Response.Allowed || out.Response.Result == nil || out.Response.Result.Message == "" {
+				t.Errorf("HTTP %d with an AdmissionReview that does not refuse with a message: %.300s", code, body)
+			}
+			if out.APIVersion == "" || out.Kind != "AdmissionReview" {
+				t.Errorf("HTTP %d with an AdmissionReview without apiVersion/kind: %.300s", code, body)
+			}
+		}
 		return
 	case code != http.StatusOK:
 		t.Errorf("HTTP %d (%.200s), want a 4xx or a denial", code, body)
@@ -404,6 +414,9 @@ func assertRefused(t *testing.T, code int, body []byte, wantUID string) {
 		return
 	}
 	r := out.Response
+	if out.APIVersion == "" || out.Kind != "AdmissionReview" {
+		t.Errorf("refusal without apiVersion/kind (the API server could not read it): %.300s", body)
+	}
 	switch {
 	case r.Allowed:
 		t.Errorf("admitted: %.300s", body)
@@ -540,6 +553,12 @@ func probeHTTP(t *testing.T, p *proc) {
 			})
 		}
 	}
+	// A media-type parameter is still JSON.
+	out := p.admitCT(t, pathPod, "application/json; charset=utf-8", podReview)
+	if !out.Response.Allowed || len(out.Response.Patch) == 0 || out.Response.UID != "http-1" {
+		t.Errorf("application/json; charset=utf-8: %+v", out.Response)
+	}
+
 	// Headers beyond the server's limit are refused, not buffered.
 	req, _ := http.NewRequest(http.MethodPost, p.base+pathPod, bytes.NewReader(podReview))
 	req.Header.Set("Content-Type", "application/json")
