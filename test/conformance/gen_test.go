@@ -21,7 +21,8 @@ import (
 // gen makes random but small scenarios: few labels, namespaces, ports and addresses,
 // so that selectors, ipBlocks and ports hit and miss about equally often.
 type gen struct {
-	r *rand.Rand
+	r   *rand.Rand
+	big bool // more pods and policies: more overlapping prefixes per pod
 }
 
 func (g *gen) pick(xs ...string) string { return xs[g.r.IntN(len(xs))] }
@@ -87,6 +88,9 @@ func (g *gen) cluster() *Cluster {
 		c.Namespaces = append(c.Namespaces, ns)
 	}
 	npods := 4 + g.r.IntN(6)
+	if g.big {
+		npods = 10 + g.r.IntN(20)
+	}
 	for i := range npods {
 		p := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: g.pick(nsNames...), Labels: g.labels(podLabelKeys, 0.6)}}
@@ -146,6 +150,9 @@ func (g *gen) cluster() *Cluster {
 		c.Pods = append(c.Pods, p)
 	}
 	npol := 1 + g.r.IntN(5)
+	if g.big {
+		npol = 4 + g.r.IntN(10)
+	}
 	for i := range npol {
 		c.Policies = append(c.Policies, g.policy(c, fmt.Sprintf("np%d", i)))
 	}

@@ -18,7 +18,7 @@ var (
 // every flow with the model. It returns the number of mismatches.
 func checkScenario(t *testing.T, seed uint64, nflows int, extra ...string) int {
 	t.Helper()
-	g := &gen{r: rand.New(rand.NewPCG(seed, 0x5eed))}
+	g := &gen{r: rand.New(rand.NewPCG(seed, 0x5eed)), big: seed%4 == 3}
 	c := g.cluster()
 	flows := g.flows(c, nflows)
 	if len(flows) == 0 {
