@@ -120,6 +120,9 @@ func TestPodMutator(t *testing.T) {
 		// Not found is an answer, not an outage: enforced by default (found by test/webhookprobe).
 		{"unknown namespace: enforced by default", "nowhere", admissionv1.Create, podJSON(t, pod(nil, false)), 0, []string{GateConditionType}, true},
 		{"no namespace in request", "", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusBadRequest, nil, false},
+		// Found by test/webhookprobe: "a/b" made the live namespace GET fail (a 503).
+		{"namespace with a slash", "a/b", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusBadRequest, nil, false},
+		{"namespace not a DNS label", "Team_A", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusBadRequest, nil, false},
 		{"no object", "team-a", admissionv1.Create, nil, http.StatusBadRequest, nil, false},
 		{"not JSON", "team-a", admissionv1.Create, []byte("{"), http.StatusBadRequest, nil, false},
 		{"object of another kind", "team-a", admissionv1.Create, []byte(`{"apiVersion":"v1","kind":"Namespace","spec":{}}`), http.StatusBadRequest, nil, false},

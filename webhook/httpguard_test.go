@@ -15,6 +15,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // TestServeAdmission: requests no API server sends are refused with a 4xx and a
@@ -104,14 +105,26 @@ func TestServeAdmission(t *testing.T) {
 	}
 }
 
-// TestNetworkPolicyValidatorNeedsUID: like the other handlers, a request without a
-// uid is refused (it was judged and admitted; found by test/webhookprobe).
-func TestNetworkPolicyValidatorNeedsUID(t *testing.T) {
-	req := npRequest(admissionv1.Create, benchPolicy, "")
-	req.UID = ""
-	resp := newTestValidator(t, nil).Handle(context.Background(), req)
-	if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusBadRequest || !strings.Contains(resp.Result.Message, "uid") {
-		t.Fatalf("request without uid: %+v", resp.Result)
+// TestNetworkPolicyValidatorRefusesNonRequests: like the other handlers, a request
+// without a uid or with a namespace that cannot exist is refused; both were judged
+// and admitted (found by test/webhookprobe).
+func TestNetworkPolicyValidatorRefusesNonRequests(t *testing.T) {
+	for _, tt := range []struct {
+		name, uid, ns, want string
+	}{
+		{"no uid", "", "shop", "uid"},
+		{"namespace with a slash", "u", "a/b", "namespace"},
+		{"namespace of 300 characters", "u", strings.Repeat("a", 300), "namespace"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := npRequest(admissionv1.Create, `{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"p"},"spec":{"podSelector":{}}}`, "")
+			req.UID = types.UID(tt.uid)
+			req.Namespace = tt.ns
+			resp := newTestValidator(t, nil).Handle(context.Background(), req)
+			if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusBadRequest || !strings.Contains(resp.Result.Message, tt.want) {
+				t.Fatalf("%+v, want a 400 about the %s", resp.Result, tt.want)
+			}
+		})
 	}
 }
 

@@ -248,6 +248,9 @@ func decodeNetworkPolicyReview(req admission.Request) (*hygiene.Review, error) {
 	if r.Name == "" {
 		r.Name = pol.Name
 	}
+	if err := checkNamespaceName(r.Namespace); err != nil {
+		return nil, fmt.Errorf("NetworkPolicy admission request: %w", err)
+	}
 	if pol.Namespace == "" {
 		pol.Namespace = r.Namespace
 	}

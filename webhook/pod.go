@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	jsonpatch "gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
@@ -85,8 +87,8 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	}
 	// metadata.namespace may be empty on CREATE (the API server fills it in from the
 	// URL); the request always carries it.
-	if req.Namespace == "" {
-		return admission.Errored(http.StatusBadRequest, errors.New("pod admission request has no namespace"))
+	if err := checkNamespaceName(req.Namespace); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("pod admission request: %w", err))
 	}
 	if m.Scope.ExcludedByName(req.Namespace) {
 		return admission.Allowed("namespace " + req.Namespace + " is excluded from enforcement")
@@ -126,6 +128,18 @@ func checkRequest(req admission.Request, want metav1.GroupVersionKind) error {
 	if req.Kind != want || req.SubResource != "" {
 		return fmt.Errorf("got %s %q (subresource %q), want %s: check the webhook configuration's rules",
 			req.Kind.String(), req.Resource.Resource, req.SubResource, want.String())
+	}
+	return nil
+}
+
+// checkNamespaceName refuses what cannot be a namespace name before it is looked up
+// (a name with "/" made the live GET fail, answered as a 503) or judged.
+func checkNamespaceName(ns string) error {
+	if ns == "" {
+		return errors.New("request has no namespace")
+	}
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		return fmt.Errorf("request namespace %.80q is not a namespace name: %s", ns, strings.Join(errs, "; "))
 	}
 	return nil
 }

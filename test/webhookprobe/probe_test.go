@@ -504,8 +504,15 @@ func probeMalformed(t *testing.T, p *proc) {
 			}), "U"},
 			{"deeply nested object", strings.Replace(full, `"object":{`, `"object":{"x":`+strings.Repeat("[", 100000)+strings.Repeat("]", 100000)+`,`, 1), ""},
 			{"operation unknown", with(func(r obj) { r["operation"] = "EXPLODE" }), ""},
+			// (The Namespace path ignores request.namespace: Namespaces are cluster-scoped.)
+			{"namespace with a slash", with(func(r obj) { r["namespace"] = "a/b" }), "U"},
+			{"namespace not a DNS label", with(func(r obj) { r["namespace"] = "UPPER_case" }), "U"},
+			{"namespace of 300 characters", with(func(r obj) { r["namespace"] = strings.Repeat("a", 300) }), "U"},
 		}
 		for _, tt := range cases {
+			if path == pathNS && strings.HasPrefix(tt.name, "namespace ") {
+				continue
+			}
 			t.Run(path+"/"+tt.name, func(t *testing.T) {
 				code, body := p.post(t, http.MethodPost, path, "application/json", []byte(tt.body))
 				if tt.name == "operation unknown" {
