@@ -31,9 +31,24 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
+// pathListFlag is a repeatable path flag. A value naming an existing file or directory
+// is taken as is, even with commas in it (t.TempDir() names can contain them); other
+// values are split on commas.
+type pathListFlag []string
+
+func (l *pathListFlag) String() string { return strings.Join(*l, ",") }
+func (l *pathListFlag) Set(v string) error {
+	if _, err := os.Stat(v); err == nil || !strings.Contains(v, ",") {
+		*l = append(*l, v)
+		return nil
+	}
+	return (*listFlag)(l).Set(v)
+}
+
 // verdictFlags are the flags verdict and explain share.
 type verdictFlags struct {
-	manifests, nodeIPs listFlag
+	manifests          pathListFlag
+	nodeIPs            listFlag
 	flows, engine      *string
 }
 

@@ -77,6 +77,26 @@ func TestCLIContract(t *testing.T) {
 		"go engine named":           {[]string{"verdict", "--engine=go", "--manifests", dir, "--flows", flowsFile}, nil},
 		"single dash flag spelling": {[]string{"verdict", "-manifests", dir, "-flows", flowsFile}, nil},
 	}
+	// A directory whose name has a comma (t.TempDir() makes such names from subtest
+	// names) is one path, not two.
+	comma := filepath.Join(writeFiles(t, nil), "with,comma")
+	if err := os.MkdirAll(comma, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ns.yaml", "pods.json"} {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		if err := os.WriteFile(filepath.Join(comma, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs["comma in a directory name"] = struct {
+		args  []string
+		stdin []byte
+	}{[]string{"verdict", "--manifests", comma, "--manifests", filepath.Join(dir, "sub"), "--flows", flowsFile}, nil}
+	runs["comma-separated list"] = struct {
+		args  []string
+		stdin []byte
+	}{[]string{"verdict", "--manifests", filepath.Join(dir, "ns.yaml") + "," + filepath.Join(dir, "pods.json"), "--manifests", filepath.Join(dir, "sub"), "--flows", flowsFile}, nil}
 	for name, r := range runs {
 		t.Run(name, func(t *testing.T) {
 			if strings.Contains(name, "file and dir") {

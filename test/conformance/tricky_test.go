@@ -259,6 +259,11 @@ podSelector: {matchLabels: {app: a}}
 egress: [{to: [{podSelector: {}}]}]`)}, []trickyFlow{
 		fl("x/b", "x/a", 8080, "TCP", "deny"), // ingress isolated (Ingress is always inferred), no ingress rules
 		fl("x/a", "x/b", 80, "TCP", "allow"), fl("x/a", "y/a", 8081, "TCP", "deny"), fl("x/a", "10.0.1.1", 8081, "TCP", "deny")}},
+	{"explicitly empty policyTypes is inferred like an omitted one", []string{policy("x", "eg", `
+podSelector: {matchLabels: {app: a}}
+policyTypes: []
+egress: [{to: [{podSelector: {}}]}]`)}, []trickyFlow{
+		fl("x/b", "x/a", 8080, "TCP", "deny"), fl("x/a", "x/b", 80, "TCP", "allow"), fl("x/a", "y/a", 8081, "TCP", "deny")}},
 	{"explicit Egress only: ingress rules ignored", []string{policy("x", "eg", `
 podSelector: {}
 policyTypes: [Egress]
