@@ -47,9 +47,9 @@ func (l *pathListFlag) Set(v string) error {
 
 // verdictFlags are the flags verdict and explain share.
 type verdictFlags struct {
-	manifests          pathListFlag
-	nodeIPs            listFlag
-	flows, engine      *string
+	manifests     pathListFlag
+	nodeIPs       listFlag
+	flows, engine *string
 }
 
 func bindVerdictFlags(fs *flag.FlagSet) *verdictFlags {
