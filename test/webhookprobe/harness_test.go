@@ -51,6 +51,7 @@ type proc struct {
 	caPool    *x509.CertPool
 	cmd       *exec.Cmd
 	exited    chan struct{}
+	exitErr   error // valid once exited is closed
 	bundle    *certs.Bundle
 	apiCfg    *rest.Config
 	bin       string // the built strictgate binary
@@ -188,7 +189,7 @@ func startWebhook(t *testing.T) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s webhook: %v", bin, err)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	go func() { p.exitErr = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() { p.stop(t) })
 
 	p.waitReady(t)

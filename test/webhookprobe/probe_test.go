@@ -58,6 +58,7 @@ func TestWebhookProbe(t *testing.T) {
 	t.Run("certificate rotation", func(t *testing.T) { probeRotation(t, p) })
 	t.Run("no certificate: never ready", func(t *testing.T) { probeNoCert(t, p) })
 	t.Run("logs", func(t *testing.T) { probeLogs(t, p) })
+	t.Run("graceful stop", func(t *testing.T) { probeStop(t, p) })
 }
 
 // --- probes --------------------------------------------------------------------
@@ -935,4 +936,40 @@ func probeNoCert(t *testing.T, p *proc) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// probeStop sends SIGTERM as the kubelet does: the process stops within seconds (it
+// releases its Lease) and exits 0, with nothing but JSON on stderr.
+func probeStop(t *testing.T, p *proc) {
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("still running 20s after SIGTERM")
+	}
+	t.Logf("stopped %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	if p.exitErr != nil {
+		t.Errorf("exit after SIGTERM: %v\n%s", p.exitErr, tail(p.stderr.String(), 2000))
+	}
+	logs := p.stderr.String()
+	for _, bad := range []string{"goroutine ", "panic:"} {
+		if strings.Contains(logs, bad) {
+			t.Errorf("logs contain %q:\n%s", bad, grepLines(logs, bad))
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if line != "" && !json.Valid([]byte(line)) {
+			t.Errorf("log line is not JSON: %.200s", line)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
