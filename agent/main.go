@@ -132,6 +132,11 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 		return fmt.Errorf("open datapath: %w", err)
 	}
 	defer dp.Close()
+	// Pods whose interfaces vanished while no agent ran (e.g. deleted during an
+	// uninstall) were dropped by Open; say so, since their pins are gone now.
+	for _, c := range dp.Collected() {
+		log.Info("collected stale datapath entry", "ifindex", c.Ifindex, "slot", c.Slot, "reason", c.Reason)
+	}
 	if err := ConfigureDatapath(dp, cfg); err != nil {
 		return err
 	}
