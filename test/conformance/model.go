@@ -9,6 +9,15 @@
 // agent/compile/doc.go documents (hostNetwork pods are neither targets nor peers,
 // traffic to a ClusterIP is judged as traffic to every ready backend, a pod is a
 // selector-based backend unless its Ready condition is explicitly False).
+//
+// Flows the random tests never generate, because the API leaves them open: a pod to its own address (it goes over the pod's loopback
+// and never meets the datapath; upstream e2e netpol ignores loopback results, older
+// suites expected them allowed, `strictgate verdict` judges both ends and can say
+// deny), ends without an IP or terminated, and address families that differ. A
+// NetworkPolicy named port means any container port of that name and protocol in
+// spec.containers (kube-network-policies does the same); ports of restartable init
+// containers (sidecars) are not considered, although the endpoints controller's
+// FindPort does consider them for Service targetPorts.
 package conformance
 
 import (
