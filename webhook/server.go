@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,6 +60,11 @@ func NewManager(ctx context.Context, rc *rest.Config, cfg Config) (manager.Manag
 func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapControllerClient func(client.Client) client.Client) (manager.Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	// The webhook server would fail on the same files at start with only the TLS
+	// library's words ("private key does not match public key"); say which files.
+	if _, err := tls.LoadX509KeyPair(filepath.Join(cfg.CertDir, "tls.crt"), filepath.Join(cfg.CertDir, "tls.key")); err != nil {
+		return nil, fmt.Errorf("serving certificate --cert-dir %s (tls.crt, tls.key): %w", cfg.CertDir, err)
 	}
 	lease, renew, retry := cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{

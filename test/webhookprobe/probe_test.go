@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -885,10 +886,42 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-// probeNoCert starts a second process whose certificate directory is empty: it must
-// never report ready (it may exit, saying which file is missing).
+// probeNoCert starts further processes whose certificate directory is empty, or holds
+// a certificate with another certificate's key, or garbage: none may ever report
+// ready (each may exit, naming the certificate file).
 func probeNoCert(t *testing.T, p *proc) {
-	empty := t.TempDir()
+	a, err := certs.Generate([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := certs.Generate([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name      string
+		cert, key []byte
+	}{
+		{"empty directory", nil, nil},
+		{"key of another certificate", a.Cert, b.Key},
+		{"garbage", []byte("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"), []byte("nope")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.cert != nil {
+				if err := os.WriteFile(filepath.Join(dir, certs.CertFile), tt.cert, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, certs.KeyFile), tt.key, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			probeNeverReady(t, p, dir)
+		})
+	}
+}
+
+func probeNeverReady(t *testing.T, p *proc, empty string) {
 	port, probePort := freePort(t), freePort(t)
 	out := &syncBuffer{}
 	cmd := exec.Command(p.bin, "webhook", "--kubeconfig="+p.kubecfg, "--namespace="+nsOwn, "--cert-dir="+empty,
@@ -922,7 +955,7 @@ func probeNoCert(t *testing.T, p *proc) {
 				t.Fatalf("exited 0 without a certificate:\n%s", out.String())
 			}
 			if !strings.Contains(out.String(), "tls.crt") {
-				t.Errorf("exit without a certificate does not name tls.crt:\n%s", out.String())
+				t.Errorf("exit without a usable certificate does not name tls.crt:\n%s", out.String())
 			}
 			exited <- err // for the deferred cleanup
 			return
