@@ -285,16 +285,21 @@ func (b *batch) addServices(entries []rules.Entry) []rules.Entry {
 		if len(t.backends) == 0 {
 			continue
 		}
-		var first rules.RuleID
-		ok := true
-		for i, be := range t.backends {
+		// The rule that allowed the first backend names the port rule; a backend on the
+		// pod's own node needs no rule (the datapath always allows the node).
+		first := rules.RuleHost
+		ok, named := true, false
+		for _, be := range t.backends {
+			if slices.Contains(b.c.nodeIPs, be.addr) {
+				continue
+			}
 			v, id := base.lookup(be.addr, t.proto, be.port)
 			if v != rules.Allow {
 				ok = false
 				break
 			}
-			if i == 0 {
-				first = id
+			if !named {
+				first, named = id, true
 			}
 		}
 		if ok {

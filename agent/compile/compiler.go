@@ -26,6 +26,7 @@ import (
 // A Compiler is not safe for concurrent use.
 type Compiler struct {
 	node        string                // only pods on this node get rules ("" = all)
+	nodeIPs     []netip.Addr          // the node's own addresses (see Options.NodeIPs)
 	namespaces  map[string]labels.Set // declared namespaces, name label included
 	pods        map[types.NamespacedName]*podInfo
 	nsPods      map[string]*nsPods
@@ -51,18 +52,33 @@ type nsPods struct {
 	byLabel map[string]map[*podInfo]struct{} // key "k\x00v"
 }
 
+func unmapAll(as []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.Unmap())
+	}
+	return out
+}
+
 // Options tune a Compiler.
 type Options struct {
 	// Node, when set, compiles rules only for pods scheduled on that node
 	// (spec.nodeName), as the node agent needs; pods elsewhere still count as peers
 	// and backends. Empty compiles every pod (strictgate verdict).
 	Node string
+	// NodeIPs are the addresses of the node whose pods are compiled. The datapath
+	// always lets a pod talk to its own node; a Service backend at one of these
+	// addresses (a host-network pod, the API server of a one-node cluster) is
+	// therefore reachable through the ClusterIP whatever the client's egress rules
+	// say, as it is directly. Nil: no backend gets this treatment.
+	NodeIPs []netip.Addr
 }
 
 // New returns an empty Compiler.
 func New(opts Options) *Compiler {
 	return &Compiler{
 		node:        opts.Node,
+		nodeIPs:     unmapAll(opts.NodeIPs),
 		namespaces:  map[string]labels.Set{},
 		pods:        map[types.NamespacedName]*podInfo{},
 		nsPods:      map[string]*nsPods{},

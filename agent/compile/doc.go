@@ -50,7 +50,9 @@
 // to cover the service range neither opens nor closes it, and no port other than the
 // service ports is opened on it, so a Service can never widen what the rules allow
 // (no named-targetPort bypass). Ingress at the backend is unaffected: after DNAT it
-// sees the client's pod IP. An unisolated client needs no entry.
+// sees the client's pod IP. An unisolated client needs no entry. A backend at one of
+// Options.NodeIPs (a host-network pod or the API server on the client's own node)
+// counts as allowed, as direct traffic to the node is.
 //
 // Traffic between a pod and its own node is allowed by the datapath itself, not here.
 // Traffic from a pod to its own address never leaves the pod (loopback) and so never

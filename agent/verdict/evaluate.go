@@ -159,7 +159,7 @@ func NewEvaluator(m *Manifests, engine string, nodeIPs []netip.Addr) (*Evaluator
 		})
 		return nil, fmt.Errorf("unknown engine %q (available: %s)", engine, strings.Join(names, ", "))
 	}
-	c, err := compile.Build(m.State, compile.Options{})
+	c, err := compile.Build(m.State, compile.Options{NodeIPs: nodeIPs})
 	if err != nil {
 		return nil, fmt.Errorf("compile manifests: %w", err)
 	}

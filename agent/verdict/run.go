@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -178,6 +179,9 @@ func (e *Evaluator) outcomeText(o *Outcome, remote string) string {
 	what := portText(o.protocol.String(), int(o.port))
 	switch o.Reason {
 	case "host":
+		if _, isSvc := e.C.ServiceAt(o.remote, o.protocol, o.port); isSvc && o.dir == rules.Egress {
+			return fmt.Sprintf("allowed: every ready backend of ClusterIP %s is on the pod's own node, which the datapath always lets through", o.remote)
+		}
 		return fmt.Sprintf("allowed: %s is the pod's own node, which the datapath always lets through (kubelet probes)", o.remote)
 	case "unisolated":
 		return fmt.Sprintf("allowed: no NetworkPolicy selects %s for %s, so it is not isolated", o.Pod, o.dir)
@@ -200,6 +204,9 @@ func (e *Evaluator) outcomeText(o *Outcome, remote string) string {
 		fmt.Fprintf(&b, "\n      %s is a ClusterIP: the rules must allow every ready backend on its target port", o.remote)
 		r, _ := e.C.Rules(pod)
 		for _, be := range sp.Backends {
+			if slices.Contains(e.nodes, be.Addr) {
+				continue // the pod's own node: always allowed
+			}
 			if v, _ := r.Egress.Lookup(be.Addr, o.protocol, be.Port); v != rules.Allow {
 				fmt.Fprintf(&b, "\n      backend %s:%d is not allowed", be.Addr, be.Port)
 			}

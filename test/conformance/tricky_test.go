@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -243,11 +244,13 @@ func indent(s string) string {
 
 // trickyCases are derived from the NetworkPolicy API reference and the upstream e2e
 // netpol intent; the expected verdicts were written by hand, not computed.
-var trickyCases = []struct {
+type trickyCase struct {
 	name     string
 	policies []string
 	flows    []trickyFlow
-}{
+}
+
+var trickyCases = []trickyCase{
 	{"no policy: everything allowed", nil, []trickyFlow{
 		fl("x/b", "x/a", 1, "TCP", "allow"), fl("10.9.9.9", "y/a", 53, "UDP", "allow")}},
 	{"empty ingress list isolates", []string{policy("x", "deny", "podSelector: {}\npolicyTypes: [Ingress]")}, []trickyFlow{
@@ -369,7 +372,62 @@ ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: team, operator: 
 }
 
 // TestTrickyCases checks hand-derived verdicts against both the model and the CLI.
-func TestTrickyCases(t *testing.T) { runTricky(t) }
+// nodeCases run with --node-ip 192.168.7.1, the address of host-network pod x/host.
+var nodeCases = []trickyCase{
+	{"the node is always allowed, also behind a ClusterIP", []string{
+		policy("y", "deny", "podSelector: {}\npolicyTypes: [Ingress, Egress]"),
+		policy("x", "to-b", "podSelector: {}\npolicyTypes: [Egress]\negress: [{to: [{podSelector: {matchLabels: {app: b}}}]}]")}, []trickyFlow{
+		fl("192.168.7.1", "y/a", 8081, "TCP", "allow"), fl("y/a", "192.168.7.1", 6443, "TCP", "allow"), fl("x/host", "y/b", 1, "UDP", "allow"),
+		fl("y/a", "10.96.0.15", 443, "TCP", "allow"), // the only backend is the node
+		fl("x/a", "10.96.0.15", 443, "TCP", "allow"),
+		fl("x/a", "10.96.0.16", 443, "TCP", "allow"), // node + x/b, which x/to-b allows
+		fl("x/a", "10.96.0.17", 443, "TCP", "deny"),  // node + x/c, which nothing allows
+		fl("y/a", "10.96.0.16", 443, "TCP", "deny"),
+	}},
+}
+
+const nodeServices = `
+apiVersion: v1
+kind: Service
+metadata: {name: kubernetes, namespace: default}
+spec: {clusterIP: 10.96.0.15, ports: [{name: https, port: 443, targetPort: 6443}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: kubernetes, namespace: default, labels: {kubernetes.io/service-name: kubernetes}}
+addressType: IPv4
+endpoints: [{addresses: [192.168.7.1]}]
+ports: [{name: https, port: 6443}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mixed-ok, namespace: x}
+spec: {clusterIP: 10.96.0.16, ports: [{name: https, port: 443, targetPort: 6443}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: mixed-ok, namespace: x, labels: {kubernetes.io/service-name: mixed-ok}}
+addressType: IPv4
+endpoints: [{addresses: [192.168.7.1]}, {addresses: [10.0.0.2]}]
+ports: [{name: https, port: 6443}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mixed-bad, namespace: x}
+spec: {clusterIP: 10.96.0.17, ports: [{name: https, port: 443, targetPort: 6443}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: mixed-bad, namespace: x, labels: {kubernetes.io/service-name: mixed-bad}}
+addressType: IPv4
+endpoints: [{addresses: [192.168.7.1]}, {addresses: [10.0.0.3]}]
+ports: [{name: https, port: 6443}]
+`
+
+func TestTrickyCases(t *testing.T) {
+	runTricky(t, trickyCases, "")
+	runTricky(t, nodeCases, nodeServices, "--node-ip", "192.168.7.1")
+}
 
 // TestPrivilegedBPFTrickyCases runs the hand-derived cases through the real eBPF
 // programs.
@@ -377,14 +435,23 @@ func TestPrivilegedBPFTrickyCases(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: --engine=bpf needs root (BPF_PROG_TEST_RUN); run as root")
 	}
-	runTricky(t, "--engine=bpf")
+	runTricky(t, trickyCases, "", "--engine=bpf")
+	runTricky(t, nodeCases, nodeServices, "--node-ip", "192.168.7.1", "--engine=bpf")
 }
 
-func runTricky(t *testing.T, extra ...string) {
-	for _, tc := range trickyCases {
+func runTricky(t *testing.T, cases []trickyCase, extraDocs string, extra ...string) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			docs := baseCluster + "\n---\n" + strings.Join(tc.policies, "\n---\n")
+			if extraDocs != "" {
+				docs += "\n---\n" + extraDocs
+			}
 			c := parseYAML(t, docs)
+			for i, a := range extra {
+				if a == "--node-ip" {
+					c.NodeIPs = append(c.NodeIPs, netip.MustParseAddr(extra[i+1]))
+				}
+			}
 			dir, err := os.MkdirTemp("", "sg-tricky-") // no commas: --manifests splits on them
 			if err != nil {
 				t.Fatal(err)
