@@ -52,6 +52,12 @@ type nsPods struct {
 	byLabel map[string]map[*podInfo]struct{} // key "k\x00v"
 }
 
+func sortedAddrs(as []netip.Addr) []netip.Addr {
+	n := unmapAll(as)
+	slices.SortFunc(n, netip.Addr.Compare)
+	return slices.Compact(n)
+}
+
 func unmapAll(as []netip.Addr) []netip.Addr {
 	out := make([]netip.Addr, 0, len(as))
 	for _, a := range as {
@@ -78,7 +84,7 @@ type Options struct {
 func New(opts Options) *Compiler {
 	return &Compiler{
 		node:        opts.Node,
-		nodeIPs:     unmapAll(opts.NodeIPs),
+		nodeIPs:     sortedAddrs(opts.NodeIPs),
 		namespaces:  map[string]labels.Set{},
 		pods:        map[types.NamespacedName]*podInfo{},
 		nsPods:      map[string]*nsPods{},
@@ -235,6 +241,17 @@ func (c *Compiler) UpsertPolicy(np *networkingv1.NetworkPolicy) ([]types.Namespa
 // DeletePolicy forgets a NetworkPolicy.
 func (c *Compiler) DeletePolicy(policy types.NamespacedName) []types.NamespacedName {
 	c.changePolicy(policy, nil)
+	return c.flush()
+}
+
+// SetNodeIPs replaces the node's own addresses (Options.NodeIPs), which can change
+// while the agent runs, and returns the pods whose rules changed.
+func (c *Compiler) SetNodeIPs(addrs []netip.Addr) []types.NamespacedName {
+	n := sortedAddrs(addrs)
+	if !slices.Equal(n, c.nodeIPs) {
+		c.nodeIPs = n
+		c.dirtyEgressIsolated()
+	}
 	return c.flush()
 }
 

@@ -84,3 +84,48 @@ func TestServiceBackendOnNode(t *testing.T) {
 		})
 	}
 }
+
+// TestSetNodeIPs: changing the node's addresses at run time re-programs exactly what a
+// fresh compile with the new addresses gives.
+func TestSetNodeIPs(t *testing.T) {
+	node := netip.MustParseAddr("192.168.7.1")
+	port, pname := int32(6443), "https"
+	s := State{
+		Pods: []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "client"}, Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1"}}},
+		Policies: []*networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "deny"}, Spec: networkingv1.NetworkPolicySpec{
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}}}},
+		Services: []*corev1.Service{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"}, Spec: corev1.ServiceSpec{
+			ClusterIP: "10.96.0.1", Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}}}}},
+		EndpointSlices: []*discoveryv1.EndpointSlice{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes", Labels: map[string]string{discoveryv1.LabelServiceName: "kubernetes"}},
+			AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"192.168.7.1"}}},
+			Ports: []discoveryv1.EndpointPort{{Name: &pname, Port: &port}}}},
+	}
+	client := types.NamespacedName{Namespace: "x", Name: "client"}
+	c, err := Build(s, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		addrs   []netip.Addr
+		changed bool
+		want    rules.Verdict
+	}{
+		{[]netip.Addr{node}, true, rules.Allow},
+		{[]netip.Addr{node, node}, false, rules.Allow},
+		{[]netip.Addr{netip.MustParseAddr("192.168.7.2")}, true, rules.Deny},
+		{nil, false, rules.Deny},
+	}
+	for i, st := range steps {
+		changed := c.SetNodeIPs(st.addrs)
+		if (len(changed) > 0) != st.changed {
+			t.Errorf("step %d: changed %v, want changed=%v", i, changed, st.changed)
+		}
+		r, _ := c.Rules(client)
+		if v, _ := r.Egress.Lookup(netip.MustParseAddr("10.96.0.1"), rules.ProtocolTCP, 443); v != st.want {
+			t.Errorf("step %d: ClusterIP %v, want %v", i, v, st.want)
+		}
+		if again := c.Recompute(); len(again) > 0 {
+			t.Errorf("step %d: a full recompute changed %v: incremental update inexact", i, again)
+		}
+	}
+}
