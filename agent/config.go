@@ -5,10 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/flagutil"
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
@@ -129,34 +129,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Workers, "workers", c.Workers, "pods reconciled in parallel")
 	fs.BoolVar(&c.AllowHost, "allow-host", c.AllowHost, "let traffic between pods and their node's own addresses pass (kubelet probes)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "strictgate's own namespace, never enforced (give the webhook's --namespace; env POD_NAMESPACE)")
-	fs.Var(&stringList{dst: &c.ExcludedNamespaces}, "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated; give the webhook's --exclude-namespace values)")
-}
-
-// stringList is a repeatable, comma-separated string flag; the first Set replaces the
-// default.
-type stringList struct {
-	dst *[]string
-	set bool
-}
-
-func (l *stringList) String() string {
-	if l == nil || l.dst == nil {
-		return ""
-	}
-	return strings.Join(*l.dst, ",")
-}
-
-func (l *stringList) Set(v string) error {
-	if !l.set {
-		*l.dst = nil
-		l.set = true
-	}
-	for _, part := range strings.Split(v, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			*l.dst = append(*l.dst, part)
-		}
-	}
-	return nil
+	fs.Var(flagutil.NewStringList(&c.ExcludedNamespaces), "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated; give the webhook's --exclude-namespace values)")
 }
 
 // Validate reports the first invalid setting, with what to do about it.

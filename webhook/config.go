@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strictgate/strictgate/internal/flagutil"
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
@@ -112,8 +113,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "strictgate's own namespace (never enforced; holds the leader-election lease)")
 	fs.StringVar(&c.ServiceAccount, "service-account", c.ServiceAccount, "full username of the webhook's own service account, system:serviceaccount:<ns>:<name>")
 	fs.StringVar(&c.AgentServiceAccount, "agent-service-account", c.AgentServiceAccount, "full username of the agent's service account")
-	fs.Var(&stringList{dst: &c.ExcludedNamespaces}, "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated)")
-	fs.Var(&stringList{dst: &c.OptOutGroups}, "opt-out-group", "group allowed to set the "+enforce.Label+" label (repeatable or comma-separated; replaces the default)")
+	fs.Var(flagutil.NewStringList(&c.ExcludedNamespaces), "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated)")
+	fs.Var(flagutil.NewStringList(&c.OptOutGroups), "opt-out-group", "group allowed to set the "+enforce.Label+" label (repeatable or comma-separated; replaces the default)")
 	fs.BoolVar(&c.DNSPolicy, "dns-policy", c.DNSPolicy, "generate strictgate-allow-dns (egress to kube-dns) beside strictgate-default-deny")
 	fs.StringVar(&c.DNSNamespace, "dns-namespace", c.DNSNamespace, "namespace of the cluster DNS pods strictgate-allow-dns allows")
 	fs.Func("dns-pod-labels", "labels of the cluster DNS pods, key=value[,key=value] (default k8s-app=kube-dns)", func(v string) error {
@@ -193,31 +194,4 @@ func parseLabels(v string) (map[string]string, error) {
 		return nil, errors.New("no labels: want key=value[,key=value]")
 	}
 	return out, nil
-}
-
-// stringList is a flag.Value for repeatable, comma-separated string flags. The first
-// Set replaces the default so that "--opt-out-group=x" means exactly x.
-type stringList struct {
-	dst *[]string
-	set bool
-}
-
-func (l *stringList) String() string {
-	if l == nil || l.dst == nil {
-		return ""
-	}
-	return strings.Join(*l.dst, ",")
-}
-
-func (l *stringList) Set(v string) error {
-	if !l.set {
-		*l.dst = nil
-		l.set = true
-	}
-	for _, part := range strings.Split(v, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			*l.dst = append(*l.dst, part)
-		}
-	}
-	return nil
 }
