@@ -281,6 +281,9 @@ func (e *Evaluator) judge(ctx context.Context, pod types.NamespacedName, podIP n
 	return o, nil
 }
 
+// ReasonLoopback is Result.Reason for traffic from an address to itself.
+const ReasonLoopback = "loopback: traffic to the pod's own address never leaves its network namespace"
+
 // Evaluate judges one flow.
 func (e *Evaluator) Evaluate(ctx context.Context, f Flow) (*Result, error) {
 	if err := f.check(); err != nil {
@@ -304,6 +307,13 @@ func (e *Evaluator) Evaluate(ctx context.Context, f Flow) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Src: f.Src, Dst: f.Dst, SrcIP: srcIP.String(), DstIP: dstIP.String(), Port: f.Port, Protocol: proto.String()}
+	if srcIP == dstIP {
+		// A pod talking to its own address uses the loopback device inside its own network
+		// namespace: no hook on the host side ever sees it, and the upstream netpol truth
+		// tables expect it allowed (AllowLoopback).
+		res.Verdict, res.Reason = rules.Allow.String(), ReasonLoopback
+		return res, nil
+	}
 	allow := true
 	if src.isPod {
 		if res.Egress, err = e.judge(ctx, src.pod, srcIP, rules.Egress, dstIP, proto, port); err != nil {

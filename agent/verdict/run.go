@@ -150,6 +150,10 @@ func endText(name, ip string) string {
 
 func (e *Evaluator) explain(b *strings.Builder, r *Result) {
 	fmt.Fprintf(b, "%s → %s %s: %s\n", endText(r.Src, r.SrcIP), endText(r.Dst, r.DstIP), portText(r.Protocol, r.Port), strings.ToUpper(r.Verdict))
+	if r.Reason == ReasonLoopback {
+		fmt.Fprintf(b, "  %s\n", r.Reason)
+		return
+	}
 	if r.Egress == nil {
 		fmt.Fprintf(b, "  egress: %s is not a pod with rules here; the source imposes nothing\n", r.Src)
 	} else {
