@@ -539,4 +539,8 @@ func (a *Agent) refreshHostAddrs() {
 		a.m.datapathErrors.WithLabelValues("host-addrs").Inc()
 		a.log.Error(err, "set host addresses")
 	}
+	// The compiler needs them too: a Service backend at a node address (the kubernetes
+	// Service, hostNetwork backends) is reached as host traffic, so its ClusterIP must
+	// not be judged stricter than the backend itself (as verdict --node-ip does).
+	a.apply(func() []types.NamespacedName { return a.comp.SetNodeIPs(addrs) })
 }
