@@ -28,7 +28,7 @@ func TestAgentNodeBackedService(t *testing.T) {
 	svc := func(name, backend string) string {
 		s := must(cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt(6443)}}},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt(6443)}}},
 		}, metav1.CreateOptions{}))
 		port, proto, ready := int32(6443), corev1.ProtocolTCP, true
 		must(cs.DiscoveryV1().EndpointSlices("default").Create(ctx, &discoveryv1.EndpointSlice{
