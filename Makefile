@@ -47,6 +47,10 @@ lint: ## gofmt + go vet.
 build: ## Build bin/strictgate.
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/strictgate ./cmd/strictgate
 
+.PHONY: image
+image: build ## Pack bin/strictgate into an OCI image tarball in bin/ (no container engine needed).
+	$(GO) run ./test/images/cmd/image -binary $(BIN)/strictgate -out $(BIN)
+
 ##@ Test
 
 .PHONY: setup
