@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -142,24 +141,13 @@ func TestAgentOnAPIServer(t *testing.T) {
 	})
 
 	t.Run("service changes re-program egress-isolated clients", func(t *testing.T) {
-		tcp := corev1.ProtocolTCP
-		egress := &networkingv1.NetworkPolicy{
-			ObjectMeta: metav1.ObjectMeta{Name: "client-egress", Namespace: "default"},
-			Spec: networkingv1.NetworkPolicySpec{
-				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
-				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
-				Egress: []networkingv1.NetworkPolicyEgressRule{{
-					To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
-					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr(intstr.FromInt(9090))}},
-				}},
-			},
-		}
+		egress := egressPolicy("default", "client-egress", "client", "web", 9090)
 		must(cs.NetworkingV1().NetworkPolicies("default").Create(ctx, egress, metav1.CreateOptions{}))
 		svc := must(cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
 			Spec: corev1.ServiceSpec{
 				Selector: map[string]string{"app": "web"},
-				Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt(9090), Protocol: tcp}},
+				Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt(9090), Protocol: corev1.ProtocolTCP}},
 			},
 		}, metav1.CreateOptions{}))
 		cip := mustAddr(svc.Spec.ClusterIP)

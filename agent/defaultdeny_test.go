@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/strictgate/strictgate/agent"
@@ -332,18 +331,7 @@ func TestPrivilegedWaitForDefaultDeny(t *testing.T) {
 
 	// The controller's policy, then the client's egress: the user's policies in force.
 	must(cs.NetworkingV1().NetworkPolicies("team-a").Create(ctx, defaultDenyPolicy("team-a"), metav1.CreateOptions{}))
-	tcpProto := corev1.ProtocolTCP
-	egress := &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "client-egress", Namespace: "team-a"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
-			Egress: []networkingv1.NetworkPolicyEgressRule{{
-				To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcpProto, Port: ptr(intstr.FromInt(8080))}},
-			}},
-		},
-	}
+	egress := egressPolicy("team-a", "client-egress", "client", "web", 8080)
 	must(cs.NetworkingV1().NetworkPolicies("team-a").Create(ctx, egress, metav1.CreateOptions{}))
 	waitCondition(t, cs, "team-a", "web", isTrue)
 	waitCondition(t, cs, "team-a", "client", func(c corev1.PodCondition, found bool) bool {

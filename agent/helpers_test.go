@@ -299,6 +299,24 @@ func ingressPolicy(ns, name, target, from string, port int) *networkingv1.Networ
 	}
 }
 
+// egressPolicy selects pods labelled app=source and allows them TCP port to pods
+// labelled app=to: ingressPolicy's twin for the other direction.
+func egressPolicy(ns, name, source, to string, port int) *networkingv1.NetworkPolicy {
+	tcp := corev1.ProtocolTCP
+	p := intstr.FromInt(port)
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": source}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{{
+				To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": to}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p}},
+			}},
+		},
+	}
+}
+
 // waitCondition polls the pod until its condition satisfies ok, then calls at (while the
 // condition is fresh) and returns it.
 func waitCondition(t *testing.T, cs kubernetes.Interface, ns, name string, ok func(c corev1.PodCondition, found bool) bool) corev1.PodCondition {
