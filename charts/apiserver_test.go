@@ -165,6 +165,8 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	} else if !strings.Contains(string(out), "rollout status") {
 		t.Errorf("install output lacks the NOTES (what to do next):\n%s", out)
+	} else if strings.Contains(string(out), "WARNING: the gate guard") {
+		t.Errorf("default install warns about the gate guard:\n%s", out)
 	}
 	sec1, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{})
 	if err != nil {
@@ -196,8 +198,12 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	}
 
 	// An upgrade that changes something else keeps the certificate and the caBundles.
-	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}, "agent": noHook["agent"]}); err != nil {
+	// A guard that only warns is said at install, not installed silently weaker.
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}, "agent": noHook["agent"],
+		"gateGuard": map[string]any{"validationActions": []any{"Warn"}}}); err != nil {
 		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	} else if !strings.Contains(string(out), "WARNING: the gate guard is in Warn mode only") {
+		t.Errorf("upgrade to a warn-only gate guard does not say so:\n%s", out)
 	}
 	sec2, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{})
 	if err != nil {

@@ -18,13 +18,16 @@ import (
 
 	jsonpatch "gomodules.xyz/jsonpatch/v2"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -313,6 +316,16 @@ func (e *env) as(user string, groups []string, extra map[string][]string) client
 		e.t.Fatal(err)
 	}
 	return c
+}
+
+// clientset is a typed client as the cluster admin, for the APIs controller-runtime's
+// client does not cover (TokenRequest).
+func (e *env) clientset(t *testing.T) *kubernetes.Clientset {
+	cs, err := kubernetes.NewForConfig(e.rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }
 
 // grant gives group the verbs on resources cluster-wide (test identities need RBAC to
@@ -783,7 +796,8 @@ func (e *env) testGateGuard(t *testing.T) {
 		{"service account without the setter role", otherSA, GateConditionType, false, false},
 		{"kubelet changes the gate", kubelet, GateConditionType, false, false},
 		{"agent of the pod's node", agentOnA, GateConditionType, false, true},
-		{"agent with a token not bound to a node", agentNoNode, GateConditionType, false, true},
+		{"agent with a token not bound to a node", agentNoNode, GateConditionType, false, false},
+		{"agent with a token not bound to a node removes the gate", agentNoNode, GateConditionType, true, false},
 		{"kubelet changes another condition", kubelet, string(corev1.ContainersReady), false, true},
 		{"random user changes another condition", random, "example.com/other", false, true},
 		{"agent of another node changes another condition", agentOnB, "example.com/other", false, true},
@@ -801,6 +815,103 @@ func (e *env) testGateGuard(t *testing.T) {
 			}
 		})
 	}
+
+	// The same with real credentials: service-account tokens issued by the API server
+	// (TokenRequest), authenticated by it, with the node claim it adds itself to tokens
+	// bound to a scheduled pod — no impersonation.
+	t.Run("RealTokens", func(t *testing.T) {
+		for _, n := range []string{"node-a", "node-b"} {
+			mustCreate(t, e.admin, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}})
+		}
+		if err := e.admin.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: agentName, Namespace: e.cfg.Namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		// The agent's RBAC for status writes, given to the service account itself
+		// (tokens carry only the service-account groups, not the test's writers group).
+		mustCreate(t, e.admin, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "test-agent-status-writer"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "test-status-writers"},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: agentName, Namespace: e.cfg.Namespace}},
+		})
+		agentPod := func(name, node string) *corev1.Pod {
+			p := testPod(name, func(p *corev1.Pod) {
+				p.Namespace, p.Spec.NodeName, p.Spec.ServiceAccountName = e.cfg.Namespace, node, agentName
+			})
+			mustCreate(t, e.admin, p)
+			return p
+		}
+		podA, podB := agentPod("agent-on-a", "node-a"), agentPod("agent-on-b", "node-b")
+
+		cs := e.clientset(t)
+		token := func(bound *corev1.Pod) string {
+			req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}
+			if bound != nil {
+				req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: bound.Name, UID: bound.UID}
+			}
+			tr, err := cs.CoreV1().ServiceAccounts(e.cfg.Namespace).CreateToken(ctx, agentName, req, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatalf("token request: %v", err)
+			}
+			return tr.Status.Token
+		}
+		withToken := func(tok string) client.Client {
+			rc := rest.AnonymousClientConfig(e.rc)
+			rc.BearerToken = tok
+			c, err := client.New(rc, client.Options{Scheme: Scheme()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		unbound, boundB, boundA := withToken(token(nil)), withToken(token(podB)), withToken(token(podA))
+
+		// The claim the guard relies on is really there (and only there).
+		for _, c := range []struct {
+			name string
+			tok  func() string
+			want string
+		}{{"unbound", func() string { return token(nil) }, ""}, {"bound to a pod on node-a", func() string { return token(podA) }, "node-a"}} {
+			rev, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: c.tok()}}, metav1.CreateOptions{})
+			if err != nil || !rev.Status.Authenticated {
+				t.Fatalf("%s token does not authenticate: %v %+v", c.name, err, rev.Status)
+			}
+			if got := strings.Join(rev.Status.User.Extra["authentication.kubernetes.io/node-name"], ","); got != c.want {
+				t.Fatalf("%s token: node-name claim %q, want %q", c.name, got, c.want)
+			}
+		}
+
+		tests := []struct {
+			name      string
+			c         client.Client
+			status    corev1.ConditionStatus
+			remove    bool
+			wantAllow bool
+		}{
+			{"unbound token sets True", unbound, corev1.ConditionTrue, false, false},
+			{"unbound token flips to False", unbound, corev1.ConditionFalse, false, false},
+			{"unbound token removes", unbound, "", true, false},
+			{"token of an agent pod on another node sets True", boundB, corev1.ConditionTrue, false, false},
+			{"token of an agent pod on another node flips to False", boundB, corev1.ConditionFalse, false, false},
+			{"token of an agent pod on another node removes", boundB, "", true, false},
+			{"token of the agent pod on the pod's node sets True", boundA, corev1.ConditionTrue, false, true},
+			{"token of the agent pod on the pod's node flips to False", boundA, corev1.ConditionFalse, false, true},
+			{"token of the agent pod on the pod's node removes", boundA, "", true, true},
+			{"token of the agent pod on the pod's node sets it again", boundA, corev1.ConditionTrue, false, true},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				err := setCondition(tt.c, GateConditionType, tt.status, tt.remove)
+				switch {
+				case tt.wantAllow && err != nil:
+					t.Fatalf("refused: %v", err)
+				case !tt.wantAllow && err == nil:
+					t.Fatal("allowed, want refused by the gate guard")
+				case !tt.wantAllow && !isPolicyDenial(err):
+					t.Fatalf("refused, but not by the gate guard: %v", err)
+				}
+			})
+		}
+	})
 }
 
 // HTTP-level bad input ---------------------------------------------------------
