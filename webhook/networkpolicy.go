@@ -133,6 +133,22 @@ func (v *NetworkPolicyValidator) Handle(ctx context.Context, req admission.Reque
 		// follow would leave the policy stuck in Terminating.
 		return admission.Allowed("policy is being deleted")
 	}
+	if review.Object != nil {
+		var old *networkingv1.NetworkPolicySpec
+		if review.OldObject != nil {
+			old = &review.OldObject.Spec
+		}
+		if errs := validateNetworkPolicySpec(&review.Object.Spec, old); len(errs) > 0 {
+			resp := admission.Denied(invalidMessage(review.Namespace, review.Name, errs))
+			resp.Result.Code, resp.Result.Reason = http.StatusUnprocessableEntity, metav1.StatusReasonInvalid
+			causes := make([]metav1.StatusCause, len(errs))
+			for i, e := range errs {
+				causes[i] = metav1.StatusCause{Type: metav1.CauseType(e.Type), Message: e.ErrorBody(), Field: e.Field}
+			}
+			resp.Result.Details = &metav1.StatusDetails{Name: review.Name, Group: networkPolicyGVK.Group, Kind: "networkpolicies", Causes: causes}
+			return resp
+		}
+	}
 	if v.self != "" && review.UserInfo.Username == v.self {
 		// strictgate's own controller writes only the generated policies; a custom
 		// rule (say, "every policy needs an owner label") must never stop it from

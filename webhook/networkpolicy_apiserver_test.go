@@ -329,6 +329,7 @@ func TestNetworkPolicyHygieneOnAPIServer(t *testing.T) {
 	h := startHygieneEnv(t)
 	h.seed(t)
 	t.Run("rules", h.testRules)
+	t.Run("validation agrees with the API server", h.testValidationAgrees)
 	t.Run("dry-run", h.testDryRun)
 	t.Run("protected policies", h.testProtected)
 	t.Run("custom rules", h.testCustomRules)
