@@ -262,8 +262,11 @@ func FuzzNetworkPolicyValidation(f *testing.F) {
 		if resp.Allowed {
 			return
 		}
-		if resp.Result == nil || (resp.Result.Code != http.StatusBadRequest && resp.Result.Code != http.StatusForbidden) {
-			t.Fatalf("response %+v: want allowed, 400 or 403", resp.Result)
+		if resp.Result == nil || (resp.Result.Code != http.StatusBadRequest && resp.Result.Code != http.StatusForbidden && resp.Result.Code != http.StatusUnprocessableEntity) {
+			t.Fatalf("response %+v: want allowed, 400, 403 or 422", resp.Result)
+		}
+		if resp.Result.Code == http.StatusUnprocessableEntity && (resp.Result.Details == nil || len(resp.Result.Details.Causes) == 0 || resp.Result.Details.Causes[0].Field == "") {
+			t.Fatalf("invalid without the field: %+v", resp.Result)
 		}
 		if resp.Result.Code == http.StatusForbidden && !strings.Contains(resp.Result.Message, "SG0") {
 			t.Fatalf("denial without a rule id: %q", resp.Result.Message)
