@@ -67,6 +67,9 @@ type Config struct {
 	MetricsAddr string
 	// ProbeAddr serves /healthz and /readyz over plain HTTP.
 	ProbeAddr string
+	// MaxConnections is how many connections each of the admission, metrics and
+	// probe listeners holds open at once (httpserver.go).
+	MaxConnections int
 	// LeaderElection guards the default-deny controller: only one replica writes.
 	LeaderElection bool
 	// LeaderElectionID names the Lease in Namespace.
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 		Port:                9443,
 		MetricsAddr:         ":8080",
 		ProbeAddr:           ":8081",
+		MaxConnections:      DefaultMaxConnections,
 		LeaderElection:      true,
 		LeaderElectionID:    "strictgate-webhook",
 		LeaseDuration:       15 * time.Second,
@@ -130,6 +134,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Port, "port", c.Port, "port of the HTTPS admission server")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", c.MetricsAddr, "address of the Prometheus /metrics endpoint (0 disables it)")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", c.ProbeAddr, "address of /healthz and /readyz")
+	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "connections each listener (admission, metrics, probes) holds open at once; more wait to be accepted")
 	fs.BoolVar(&c.LeaderElection, "leader-elect", c.LeaderElection, "elect a leader for the default-deny controller (needed with more than one replica)")
 	fs.StringVar(&c.LeaderElectionID, "leader-election-id", c.LeaderElectionID, "name of the leader-election Lease in --namespace")
 	fs.DurationVar(&c.LeaseDuration, "leader-lease-duration", c.LeaseDuration, "leader-election lease duration")
@@ -151,6 +156,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Port <= 0 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port %d: want 1-65535", c.Port))
+	}
+	if c.MaxConnections <= 0 {
+		errs = append(errs, fmt.Errorf("--max-connections %d: want at least 1", c.MaxConnections))
 	}
 	if c.DNSPolicy && (c.DNSNamespace == "" || len(c.DNSPodLabels) == 0) {
 		errs = append(errs, errors.New("--dns-policy needs --dns-namespace and --dns-pod-labels"))

@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/strictgate/strictgate/webhook/defaultdeny"
@@ -68,9 +67,12 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 	}
 	lease, renew, retry := cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
-		Scheme:                        Scheme(),
-		Metrics:                       metricsserver.Options{BindAddress: cfg.MetricsAddr},
-		HealthProbeBindAddress:        cfg.ProbeAddr,
+		Scheme: Scheme(),
+		// /metrics, /healthz and /readyz are served below through hardenedServer:
+		// controller-runtime's own listeners have no way to set their timeouts or a
+		// connection limit.
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
 		LeaderElection:                cfg.LeaderElection,
 		LeaderElectionID:              cfg.LeaderElectionID,
 		LeaderElectionNamespace:       cfg.Namespace,
@@ -84,12 +86,8 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 			// what they read. Nothing else in this process reads pods from the cache.
 			ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: StripPodForHygiene}},
 		},
-		WebhookServer: crwebhook.NewServer(crwebhook.Options{
-			Host:    cfg.Host,
-			Port:    cfg.Port,
-			CertDir: cfg.CertDir, // tls.crt + tls.key, reloaded by certwatcher on change
-			TLSOpts: TLSOptions(),
-		}),
+		// tls.crt + tls.key from CertDir, reloaded by certwatcher on change.
+		WebhookServer: newAdmissionServer(cfg.Host, cfg.Port, cfg.CertDir, cfg.MaxConnections),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
@@ -104,15 +102,6 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 	if err != nil {
 		return nil, fmt.Errorf("set up NetworkPolicy hygiene validator: %w", err)
 	}
-	// A broken custom rule set keeps the last good one in force, so it must not make
-	// the webhook unready (that would fail every admission closed); it is reported
-	// at /status on the metrics server and in strictgate_hygiene_* metrics instead.
-	if cfg.MetricsAddr != "0" {
-		if err := mgr.AddMetricsServerExtraHandler("/status", statusHandler(engine)); err != nil {
-			return nil, fmt.Errorf("add /status: %w", err)
-		}
-	}
-
 	ddClient := mgr.GetClient()
 	if wrapControllerClient != nil {
 		ddClient = wrapControllerClient(ddClient)
@@ -125,24 +114,47 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 		return nil, fmt.Errorf("set up default-deny controller: %w", err)
 	}
 
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, fmt.Errorf("add healthz check: %w", err)
-	}
+	live := map[string]healthz.Checker{"ping": healthz.Ping}
 	// Ready means the API server can use us: the TLS listener completes a handshake
 	// with the current certificate, and the namespace cache the pod mutator reads has
 	// synced.
-	if err := mgr.AddReadyzCheck("webhook-tls", srv.StartedChecker()); err != nil {
-		return nil, fmt.Errorf("add readyz check: %w", err)
+	ready := map[string]healthz.Checker{
+		"webhook-tls": srv.StartedChecker(),
+		"informers": func(r *http.Request) error {
+			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+			defer cancel()
+			if !mgr.GetCache().WaitForCacheSync(ctx) {
+				return fmt.Errorf("informer caches have not synced")
+			}
+			return nil
+		},
 	}
-	if err := mgr.AddReadyzCheck("informers", func(r *http.Request) error {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		defer cancel()
-		if !mgr.GetCache().WaitForCacheSync(ctx) {
-			return fmt.Errorf("informer caches have not synced")
+	// The listeners are bound last, so that no earlier error leaves a port bound.
+	var listeners []*manager.Server
+	if cfg.MetricsAddr != "0" && cfg.MetricsAddr != "" {
+		// A broken custom rule set keeps the last good one in force, so it must not
+		// make the webhook unready (that would fail every admission closed); it is
+		// reported at /status here and in strictgate_hygiene_* metrics instead.
+		m, err := plainServer(ctx, "metrics", cfg.MetricsAddr, cfg.MaxConnections, metricsHandler(map[string]http.Handler{"/status": statusHandler(engine)}))
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("add readyz check: %w", err)
+		listeners = append(listeners, m)
+	}
+	if cfg.ProbeAddr != "0" && cfg.ProbeAddr != "" {
+		p, err := plainServer(ctx, "health probe", cfg.ProbeAddr, cfg.MaxConnections, probeHandler(live, ready))
+		if err != nil {
+			for _, l := range listeners {
+				_ = l.Listener.Close()
+			}
+			return nil, err
+		}
+		listeners = append(listeners, p)
+	}
+	for _, l := range listeners {
+		if err := mgr.Add(l); err != nil {
+			return nil, fmt.Errorf("add %s server: %w", l.Name, err)
+		}
 	}
 	return mgr, nil
 }
