@@ -2,18 +2,16 @@ package datapath
 
 import (
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/testenv"
 )
 
 // requireRoot skips privileged tests loudly when not root.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: this test loads eBPF programs and needs root (CI runs it as root)")
-	}
+	testenv.RequireRoot(t, "loads eBPF programs")
 }
 
 // openEphemeral opens a private datapath that is removed at the end of the test.

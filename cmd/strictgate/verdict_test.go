@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/strictgate/strictgate/internal/testenv"
 )
 
 // TestVerdictCLI runs the sub-commands as a user would (flags, stdin, exit status).
@@ -97,9 +99,7 @@ func TestVerdictStdin(t *testing.T) {
 // TestPrivilegedVerdictEngineBPF: `--engine=bpf` answers exactly as the Go engine on the
 // xyz case (the bpfengine package's differential test covers random clusters).
 func TestPrivilegedVerdictEngineBPF(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: --engine=bpf loads eBPF programs and needs root (CI runs this as root)")
-	}
+	testenv.RequireRoot(t, "loads eBPF programs (--engine=bpf)")
 	dir := filepath.Join("..", "..", "agent", "verdict", "testdata", "xyz")
 	var outs [2]bytes.Buffer
 	for i, engine := range []string{"go", "bpf"} {

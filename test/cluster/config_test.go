@@ -3,10 +3,11 @@ package cluster
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/strictgate/strictgate/internal/testenv"
 )
 
 func TestCNIConflist(t *testing.T) {
@@ -81,9 +82,7 @@ func TestDefaultConfigNodeIPIsNotLoopback(t *testing.T) {
 // TestPrivilegedShieldRulesetParses checks the nftables ruleset with `nft -c` (no
 // change to the kernel).
 func TestPrivilegedShieldRulesetParses(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: nft -c needs root")
-	}
+	testenv.RequireRoot(t, "runs nft -c")
 	cfg, err := DefaultConfig()
 	if err != nil {
 		t.Fatal(err)

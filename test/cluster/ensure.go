@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/strictgate/strictgate/internal/testenv"
 )
 
 var (
@@ -32,9 +34,7 @@ var (
 // when not root. The cluster keeps running after the tests; `make cluster-down` stops it.
 func Ensure(t testing.TB) *Cluster {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: the one-node cluster needs root (network namespaces, routes, nftables, containers); run the tests as root")
-	}
+	testenv.RequireRoot(t, "uses the one-node cluster (network namespaces, routes, nftables, containers)")
 	ensureOnce.Do(func() {
 		cfg, err := DefaultConfig()
 		if err != nil {

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/strictgate/strictgate/internal/testenv"
 	"github.com/strictgate/strictgate/test/images"
 )
 
@@ -22,9 +22,7 @@ import (
 // reach cluster ports, and nothing for the pod or service CIDR goes out, while the
 // same paths work before the ruleset is loaded and ordinary ports stay open.
 func TestPrivilegedShieldRulesetInIsolation(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: network namespaces and nftables need root")
-	}
+	testenv.RequireRoot(t, "uses network namespaces and nftables")
 	ctx := context.Background()
 	probe := filepath.Join(t.TempDir(), "probe")
 	if err := images.BuildGo(ctx, "github.com/strictgate/strictgate/test/images/probe", probe); err != nil {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/strictgate/strictgate/internal/testenv"
 )
 
 var (
@@ -90,9 +92,7 @@ func TestRandomScenarios(t *testing.T) {
 // TestPrivilegedBPFRandomScenarios runs a subset of the random scenarios through the
 // real eBPF programs (BPF_PROG_TEST_RUN), which must agree with the model too.
 func TestPrivilegedBPFRandomScenarios(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: --engine=bpf needs root (BPF_PROG_TEST_RUN); run as root")
-	}
+	testenv.RequireRoot(t, "runs --engine=bpf (BPF_PROG_TEST_RUN)")
 	n := max(*scenarios/6, 5)
 	failed := 0
 	for i := range uint64(n) {

@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/strictgate/strictgate/internal/testenv"
 )
 
 // baseCluster is shared by the hand-written cases. Namespace z has no object (it
@@ -432,9 +434,7 @@ func TestTrickyCases(t *testing.T) {
 // TestPrivilegedBPFTrickyCases runs the hand-derived cases through the real eBPF
 // programs.
 func TestPrivilegedBPFTrickyCases(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: --engine=bpf needs root (BPF_PROG_TEST_RUN); run as root")
-	}
+	testenv.RequireRoot(t, "runs --engine=bpf (BPF_PROG_TEST_RUN)")
 	runTricky(t, trickyCases, "", "--engine=bpf")
 	runTricky(t, nodeCases, nodeServices, "--node-ip", "192.168.7.1", "--engine=bpf")
 }

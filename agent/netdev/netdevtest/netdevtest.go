@@ -24,6 +24,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/strictgate/strictgate/internal/testenv"
 )
 
 // envChild marks the re-executed test process that runs inside the new namespace.
@@ -32,9 +34,7 @@ const envChild = "STRICTGATE_NETDEVTEST_CHILD"
 // RequireRoot skips the test loudly when not running as root.
 func RequireRoot(tb testing.TB) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("SKIPPED: needs root (network namespaces, veth, eBPF); run as root to exercise it")
-	}
+	testenv.RequireRoot(tb, "uses network namespaces, veth and eBPF")
 }
 
 // Isolate runs the calling test again in a child process inside a fresh network

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/strictgate/strictgate/agent/compile"
 	"github.com/strictgate/strictgate/agent/compile/compiletest"
 	"github.com/strictgate/strictgate/agent/verdict"
 	_ "github.com/strictgate/strictgate/agent/verdict/bpfengine"
+	"github.com/strictgate/strictgate/internal/testenv"
 )
 
 // TestPrivilegedEnginesAgree compiles random clusters and judges random flows with the
@@ -19,9 +19,7 @@ import (
 // BPF_PROG_TEST_RUN): every answer — verdict, deciding rule, state, per direction and
 // per Service backend — must be identical.
 func TestPrivilegedEnginesAgree(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: the bpf engine loads eBPF programs and needs root (CI runs this as root)")
-	}
+	testenv.RequireRoot(t, "loads eBPF programs (the bpf engine)")
 	scenarios := 150
 	if testing.Short() {
 		scenarios = 10
