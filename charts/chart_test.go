@@ -146,6 +146,7 @@ func TestValuesSchemaRejects(t *testing.T) {
 		{"bad validation action", map[string]any{"gateGuard": map[string]any{"validationActions": []any{"Block"}}}, "validationActions"},
 		{"bad digest", map[string]any{"image": map[string]any{"digest": "latest"}}, "digest"},
 		{"bad hygiene action", map[string]any{"webhook": map[string]any{"hygiene": map[string]any{"actions": map[string]any{"SG001": "block"}}}}, "actions"},
+		{"bad hygiene default action", map[string]any{"webhook": map[string]any{"hygiene": map[string]any{"defaultAction": "off"}}}, "defaultAction"},
 		{"custom rule file name", map[string]any{"webhook": map[string]any{"hygiene": map[string]any{"customRules": map[string]any{"rule.txt": "x"}}}}, "rule.txt"},
 		{"unknown verdict filter", map[string]any{"agent": map[string]any{"policyEventLogs": map[string]any{"verdicts": "some"}}}, "verdicts"},
 	} {
@@ -654,8 +655,9 @@ func TestValueSets(t *testing.T) {
 		{
 			name: "custom hygiene rules", release: "strictgate",
 			values: map[string]any{"webhook": map[string]any{"hygiene": map[string]any{
-				"actions":     map[string]any{"SG007": "deny", "SG009": "dryrun"},
-				"customRules": map[string]any{"team.rego": "package x\n", "team_test.rego": "package x_test\n"},
+				"defaultAction": "warn",
+				"actions":       map[string]any{"SG007": "deny", "SG009": "dryrun"},
+				"customRules":   map[string]any{"team.rego": "package x\n", "team_test.rego": "package x_test\n"},
 			}}},
 			check: func(t *testing.T, r *rendered) {
 				cm := one[corev1.ConfigMap](r, "ConfigMap", "strictgate-hygiene-rules")
@@ -664,7 +666,7 @@ func TestValueSets(t *testing.T) {
 				}
 				d := one[appsv1.Deployment](r, "Deployment", "")
 				args := d.Spec.Template.Spec.Containers[0].Args
-				for _, want := range []string{"--hygiene-action=SG007=deny", "--hygiene-action=SG009=dryrun", "--hygiene-rules-dir=/etc/strictgate/hygiene"} {
+				for _, want := range []string{"--hygiene-default-action=warn", "--hygiene-action=SG007=deny", "--hygiene-action=SG009=dryrun", "--hygiene-rules-dir=/etc/strictgate/hygiene"} {
 					if !slices.Contains(args, want) {
 						t.Errorf("webhook args %v lack %s", args, want)
 					}

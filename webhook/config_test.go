@@ -30,6 +30,8 @@ func TestConfigFlags(t *testing.T) {
 		{"dns namespace empty", []string{"--dns-namespace="}, nil, "--dns-namespace"},
 		{"bad service account", []string{"--service-account=webhook"}, nil, "--service-account"},
 		{"bad port", []string{"--port=0"}, nil, "--port"},
+		{"hygiene default action is deny", nil, func(c *Config) bool { return c.Hygiene.DefaultAction == "deny" }, ""},
+		{"hygiene default action warn", []string{"--hygiene-default-action=Warn"}, func(c *Config) bool { return c.Hygiene.DefaultAction == "warn" }, ""},
 		{"max connections", []string{"--max-connections=10"}, func(c *Config) bool { return c.MaxConnections == 10 }, ""},
 		{"no connections", []string{"--max-connections=0"}, nil, "--max-connections"},
 		{"empty namespace", []string{"--namespace="}, nil, "--namespace"},

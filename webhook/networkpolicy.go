@@ -344,6 +344,9 @@ type NetworkPolicyConfig struct {
 	RulesDir string
 	// Actions override rule actions by id (actions.yaml in RulesDir overrides these).
 	Actions hygiene.Actions
+	// DefaultAction caps every rule not named in Actions: deny (each rule as it
+	// ships), warn (denials become warnings) or dryrun (only logged and counted).
+	DefaultAction hygiene.Action
 	// MaxPortRange is SG006's widest allowed port..endPort range.
 	MaxPortRange int
 	// PollInterval is how often RulesDir is checked for changes.
@@ -352,7 +355,7 @@ type NetworkPolicyConfig struct {
 
 // DefaultNetworkPolicyConfig is the chart's default.
 func DefaultNetworkPolicyConfig() NetworkPolicyConfig {
-	return NetworkPolicyConfig{MaxPortRange: 1024, PollInterval: hygiene.DefaultPollInterval, Actions: hygiene.Actions{}}
+	return NetworkPolicyConfig{MaxPortRange: 1024, PollInterval: hygiene.DefaultPollInterval, Actions: hygiene.Actions{}, DefaultAction: hygiene.Deny}
 }
 
 // BindFlags registers --hygiene-* flags on fs.
@@ -369,6 +372,14 @@ func (c *NetworkPolicyConfig) BindFlags(fs *flag.FlagSet) {
 		for k, v := range a {
 			c.Actions[k] = v
 		}
+		return nil
+	})
+	fs.Func("hygiene-default-action", "strongest action of every hygiene rule that --hygiene-action does not name: deny (each rule's own action; the default), warn (denials become warnings) or dryrun (findings only logged and counted)", func(s string) error {
+		a, err := hygiene.ParseAction(s)
+		if err != nil {
+			return err
+		}
+		c.DefaultAction = a
 		return nil
 	})
 	fs.IntVar(&c.MaxPortRange, "hygiene-max-port-range", c.MaxPortRange, "widest port..endPort range rule SG006 accepts")
@@ -390,7 +401,7 @@ func (c *NetworkPolicyConfig) Validate() error {
 // NewHygieneEngine loads the rules for c. Add the engine to the manager
 // (mgr.Add(engine)) so that it watches c.RulesDir.
 func NewHygieneEngine(ctx context.Context, c NetworkPolicyConfig) (*hygiene.Engine, error) {
-	return hygiene.New(ctx, hygiene.Options{Dir: c.RulesDir, Actions: c.Actions, PollInterval: c.PollInterval})
+	return hygiene.New(ctx, hygiene.Options{Dir: c.RulesDir, Actions: c.Actions, DefaultAction: c.DefaultAction, PollInterval: c.PollInterval})
 }
 
 // SetupNetworkPolicyValidator wires the hygiene validator into mgr: it loads the

@@ -22,6 +22,26 @@ const (
 	DryRun Action = "dryrun"
 )
 
+// strength orders actions: deny > warn > dryrun.
+func (a Action) strength() int {
+	switch a {
+	case Deny:
+		return 2
+	case Warn:
+		return 1
+	}
+	return 0
+}
+
+// Cap is a, weakened to at most ceiling ("" = no ceiling): Deny capped at Warn warns,
+// anything capped at DryRun only logs.
+func (a Action) Cap(ceiling Action) Action {
+	if ceiling != "" && a.strength() > ceiling.strength() {
+		return ceiling
+	}
+	return a
+}
+
 // ParseAction accepts deny, warn and dryrun (case-insensitive; "dry-run" too).
 func ParseAction(s string) (Action, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {

@@ -69,6 +69,11 @@ type Options struct {
 	// Actions override rule actions by id (the --hygiene-action flag). The
 	// actions.yaml file of Dir, when present, overrides these in turn.
 	Actions Actions
+	// DefaultAction is the strongest action a rule takes unless Actions (or
+	// actions.yaml) names it (the --hygiene-default-action flag): "" or Deny keeps
+	// every rule's own action, Warn turns denials into warnings, DryRun makes every
+	// rule only log and count — so an adopter starts in warn with one value.
+	DefaultAction Action
 	// PollInterval is how often Start checks Dir; 0 means DefaultPollInterval.
 	PollInterval time.Duration
 	// TestTimeout bounds the Rego tests of one reload; 0 means 30s.
@@ -121,6 +126,7 @@ type Status struct {
 type ruleSet struct {
 	query    rego.PreparedEvalQuery
 	actions  Actions
+	ceiling  Action // Options.DefaultAction
 	rules    []RuleInfo
 	warnings []string
 	revision string
@@ -154,6 +160,11 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	if opts.TestTimeout <= 0 {
 		opts.TestTimeout = 30 * time.Second
+	}
+	if opts.DefaultAction != "" {
+		if _, err := ParseAction(string(opts.DefaultAction)); err != nil {
+			return nil, fmt.Errorf("default hygiene action: %w", err)
+		}
 	}
 	e := &Engine{opts: opts, log: opts.Log}
 	if e.log.GetSink() == nil {
@@ -199,7 +210,7 @@ func (e *Engine) Evaluate(ctx context.Context, input ast.Value) ([]Finding, erro
 		id, _ := m["id"].(string)
 		msg, _ := m["msg"].(string)
 		act, _ := m["action"].(string)
-		f := Finding{ID: id, Message: msg, Action: Action(act)}
+		f := Finding{ID: id, Message: msg, Action: Action(act).Cap(rs.ceiling)}
 		if over, ok := rs.actions.lookup(id); ok {
 			f.Action = over
 		}
@@ -574,6 +585,7 @@ func (e *Engine) build(ctx context.Context, custom map[string][]byte, actionsDat
 	}
 	sort.Strings(warnings)
 	for i := range rules {
+		rules[i].Action = rules[i].Action.Cap(e.opts.DefaultAction)
 		if act, ok := actions.lookup(rules[i].ID); ok {
 			rules[i].Action = act
 		}
@@ -582,6 +594,7 @@ func (e *Engine) build(ctx context.Context, custom map[string][]byte, actionsDat
 	return &ruleSet{
 		query:    pq,
 		actions:  actions,
+		ceiling:  e.opts.DefaultAction,
 		rules:    rules,
 		warnings: warnings,
 		revision: hex.EncodeToString(h.Sum(nil))[:16],

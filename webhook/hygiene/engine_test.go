@@ -139,11 +139,17 @@ func TestActions(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		flags   Actions
+		def     Action // Options.DefaultAction
 		file    string
 		want    string
 		warning string
 	}{
 		{name: "rule default", want: "SG001-open-rule=deny"},
+		{name: "default action deny keeps the rule's own", def: Deny, want: "SG001-open-rule=deny"},
+		{name: "default action warn", def: Warn, want: "SG001-open-rule=warn"},
+		{name: "default action dryrun", def: DryRun, want: "SG001-open-rule=dryrun"},
+		{name: "a per-rule action beats the default action", def: DryRun, flags: Actions{"SG001": Deny}, want: "SG001-open-rule=deny"},
+		{name: "the file beats the default action", def: Warn, file: "SG001-open-rule: deny\n", want: "SG001-open-rule=deny"},
 		{name: "flag by short id", flags: Actions{"SG001": Warn}, want: "SG001-open-rule=warn"},
 		{name: "flag by full id", flags: Actions{"SG001-open-rule": DryRun}, want: "SG001-open-rule=dryrun"},
 		{name: "file beats flag", flags: Actions{"SG001": Warn}, file: "SG001-open-rule: dryrun\n", want: "SG001-open-rule=dryrun"},
@@ -155,7 +161,7 @@ func TestActions(t *testing.T) {
 				dir = t.TempDir()
 				write(t, dir, ActionsFile, tc.file)
 			}
-			e := newEngine(t, Options{Actions: tc.flags, Dir: dir})
+			e := newEngine(t, Options{Actions: tc.flags, DefaultAction: tc.def, Dir: dir})
 			if got := strings.Join(ids(evaluate(t, e, openIngress)), ","); got != tc.want {
 				t.Errorf("findings = %s, want %s", got, tc.want)
 			}
@@ -172,6 +178,23 @@ func TestActions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestActionCap: a ceiling only weakens (a rule that ships as warn stays warn under
+// deny, and is not raised), and an unknown default action is refused at start.
+func TestActionCap(t *testing.T) {
+	for _, tc := range []struct{ a, ceiling, want Action }{
+		{Deny, "", Deny}, {Deny, Deny, Deny}, {Deny, Warn, Warn}, {Deny, DryRun, DryRun},
+		{Warn, Deny, Warn}, {Warn, Warn, Warn}, {Warn, DryRun, DryRun},
+		{DryRun, Deny, DryRun}, {DryRun, Warn, DryRun},
+	} {
+		if got := tc.a.Cap(tc.ceiling); got != tc.want {
+			t.Errorf("%s capped at %q = %s, want %s", tc.a, tc.ceiling, got, tc.want)
+		}
+	}
+	if _, err := New(context.Background(), Options{DefaultAction: "block"}); err == nil || !strings.Contains(err.Error(), "default hygiene action") {
+		t.Fatalf("New with default action %q: %v, want a clear error", "block", err)
 	}
 }
 
