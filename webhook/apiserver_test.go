@@ -768,6 +768,18 @@ func (e *env) testGateGuard(t *testing.T) {
 	isPolicyDenial := func(err error) bool {
 		return err != nil && (apierrors.IsInvalid(err) || apierrors.IsForbidden(err)) && strings.Contains(err.Error(), g.Policy.Name)
 	}
+	// checkGuard: err is nil when allowed, a refusal by the gate guard itself otherwise.
+	checkGuard := func(t *testing.T, err error, wantAllow bool) {
+		t.Helper()
+		switch {
+		case wantAllow && err != nil:
+			t.Fatalf("refused: %v", err)
+		case !wantAllow && err == nil:
+			t.Fatal("allowed, want refused by the gate guard")
+		case !wantAllow && !isPolicyDenial(err):
+			t.Fatalf("refused, but not by the gate guard: %v", err)
+		}
+	}
 
 	// The API server picks the policy up asynchronously; until then the random user
 	// gets through. Wait until it is refused.
@@ -804,15 +816,7 @@ func (e *env) testGateGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := setCondition(tt.c, tt.condType, corev1.ConditionTrue, tt.remove)
-			switch {
-			case tt.wantAllow && err != nil:
-				t.Fatalf("refused: %v", err)
-			case !tt.wantAllow && err == nil:
-				t.Fatal("allowed, want refused by the gate guard")
-			case !tt.wantAllow && !isPolicyDenial(err):
-				t.Fatalf("refused, but not by the gate guard: %v", err)
-			}
+			checkGuard(t, setCondition(tt.c, tt.condType, corev1.ConditionTrue, tt.remove), tt.wantAllow)
 		})
 	}
 
@@ -900,15 +904,7 @@ func (e *env) testGateGuard(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				err := setCondition(tt.c, GateConditionType, tt.status, tt.remove)
-				switch {
-				case tt.wantAllow && err != nil:
-					t.Fatalf("refused: %v", err)
-				case !tt.wantAllow && err == nil:
-					t.Fatal("allowed, want refused by the gate guard")
-				case !tt.wantAllow && !isPolicyDenial(err):
-					t.Fatalf("refused, but not by the gate guard: %v", err)
-				}
+				checkGuard(t, setCondition(tt.c, GateConditionType, tt.status, tt.remove), tt.wantAllow)
 			})
 		}
 	})
