@@ -111,21 +111,15 @@ func freeAddr(t *testing.T) string {
 
 // servicePathsToURLs makes envtest's URL rewrite produce single-slash URLs: it joins
 // host and path with a "/" of its own.
-func servicePathsToURLs(w *chartfiles.Webhooks, keepNetworkPolicy bool) {
+func servicePathsToURLs(w *chartfiles.Webhooks) {
 	for i := range w.Mutating.Webhooks {
 		p := strings.TrimPrefix(*w.Mutating.Webhooks[i].ClientConfig.Service.Path, "/")
 		w.Mutating.Webhooks[i].ClientConfig.Service.Path = &p
 	}
-	var kept []admissionregistrationv1.ValidatingWebhook
-	for _, h := range w.Validating.Webhooks {
-		if *h.ClientConfig.Service.Path == PathValidateNetworkPolicy && !keepNetworkPolicy {
-			continue
-		}
-		p := strings.TrimPrefix(*h.ClientConfig.Service.Path, "/")
-		h.ClientConfig.Service.Path = &p
-		kept = append(kept, h)
+	for i := range w.Validating.Webhooks {
+		p := strings.TrimPrefix(*w.Validating.Webhooks[i].ClientConfig.Service.Path, "/")
+		w.Validating.Webhooks[i].ClientConfig.Service.Path = &p
 	}
-	w.Validating.Webhooks = kept
 }
 
 const testLabelerPath = "/test-add-label"
@@ -136,9 +130,7 @@ func startEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The hygiene validator is owned elsewhere; install its webhook only once the
-	// server serves it, or every NetworkPolicy write would fail closed.
-	servicePathsToURLs(hooks, networkPolicyValidatorWired)
+	servicePathsToURLs(hooks)
 
 	// A second mutating webhook that runs after ours and changes the pod: the API
 	// server must then re-invoke ours (reinvocationPolicy IfNeeded), which must not

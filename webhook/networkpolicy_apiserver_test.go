@@ -702,7 +702,7 @@ func (h *hygEnv) testCustomRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		hygEventually(t, 10*time.Second, "broken set reported", func() error {
-			if h.engine.Healthy() {
+			if h.engine.Status().Healthy {
 				return errors.New("still healthy")
 			}
 			return nil
@@ -723,7 +723,7 @@ func (h *hygEnv) testCustomRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		hygEventually(t, 10*time.Second, "healthy again", func() error {
-			if !h.engine.Healthy() {
+			if !h.engine.Status().Healthy {
 				return errors.New(h.engine.Status().LastError)
 			}
 			return nil

@@ -184,10 +184,6 @@ func Instrumented(path string, h admission.Handler) http.Handler {
 	return instrument(path, &admission.Webhook{Handler: h})
 }
 
-// networkPolicyValidatorWired says whether NewManager serves PathValidateNetworkPolicy;
-// tests install that webhook only when it does.
-const networkPolicyValidatorWired = true
-
 // statusHandler serves the process's status as JSON: today the hygiene rule set in
 // force and the newest load attempt.
 func statusHandler(engine *hygiene.Engine) http.Handler {

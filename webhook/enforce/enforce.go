@@ -58,6 +58,3 @@ func (s Scope) Enforced(ns *corev1.Namespace) bool {
 func OptedOut(labels map[string]string) bool {
 	return labels[Label] == Disabled
 }
-
-// Enforced is Scope.Enforced as a function, for callers that hold a Scope value.
-func Enforced(ns *corev1.Namespace, s Scope) bool { return s.Enforced(ns) }

@@ -39,9 +39,6 @@ func TestEnforced(t *testing.T) {
 			if got := scope.Enforced(tt.ns); got != tt.want {
 				t.Fatalf("Enforced = %v, want %v", got, tt.want)
 			}
-			if got := Enforced(tt.ns, scope); got != tt.want {
-				t.Fatalf("Enforced func = %v, want %v", got, tt.want)
-			}
 		})
 	}
 }

@@ -9,11 +9,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -242,26 +240,6 @@ func (e *Engine) Status() Status {
 		st.LastError = e.lastErr.Error()
 	}
 	return st
-}
-
-// ServeHTTP writes Status as JSON, with code 503 while the newest rules on disk are
-// rejected, for a status endpoint (e.g. mgr.AddMetricsServerExtraHandler). Readiness
-// should not use it: a broken ConfigMap must not take admission down, the last good
-// set keeps serving.
-func (e *Engine) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	st := e.Status()
-	w.Header().Set("Content-Type", "application/json")
-	if !st.Healthy {
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}
-	_ = json.NewEncoder(w).Encode(st)
-}
-
-// Healthy reports whether the newest rules on disk are the ones in force.
-func (e *Engine) Healthy() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.lastErr == nil
 }
 
 // Reload loads the custom directory if it changed since the last attempt. On failure

@@ -2,10 +2,7 @@ package hygiene
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -333,7 +330,7 @@ func TestBrokenSetKeepsLastGood(t *testing.T) {
 			if err := e.Reload(context.Background()); err != nil {
 				t.Fatalf("Reload after fix: %v", err)
 			}
-			if !e.Healthy() || testutil.ToFloat64(rulesetHealthy) != 1 {
+			if !e.Status().Healthy || testutil.ToFloat64(rulesetHealthy) != 1 {
 				t.Error("not healthy after the broken file was removed")
 			}
 		})
@@ -344,7 +341,7 @@ func TestBrokenSetAtStartUsesBuiltins(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "broken.rego", "package strictgate.rules.x\nviolation contains if {")
 	e := newEngine(t, Options{Dir: dir})
-	if e.Healthy() {
+	if e.Status().Healthy {
 		t.Fatal("healthy with a broken custom set")
 	}
 	if got := strings.Join(ids(evaluate(t, e, openIngress)), ","); got != "SG001-open-rule=deny" {
@@ -382,7 +379,7 @@ func TestHotReload(t *testing.T) {
 	t.Logf("custom rule in force after %v", took)
 
 	write(t, dir, "broken.rego", "package strictgate.rules.broken\nviolation contains {")
-	waitFor(t, "broken set reported", func() bool { return !e.Healthy() })
+	waitFor(t, "broken set reported", func() bool { return !e.Status().Healthy })
 	if len(evaluate(t, e, labelledForbidden)) != 1 {
 		t.Fatal("broken file dropped the last good set")
 	}
@@ -407,8 +404,8 @@ func TestConfigMapSymlinkSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEngine(t, Options{Dir: dir})
-	if !e.Healthy() || len(evaluate(t, e, labelledForbidden)) != 0 {
-		t.Fatalf("first generation: healthy=%v", e.Healthy())
+	if !e.Status().Healthy || len(evaluate(t, e, labelledForbidden)) != 0 {
+		t.Fatalf("first generation: healthy=%v", e.Status().Healthy)
 	}
 	rev := e.Status().Revision
 
@@ -430,7 +427,7 @@ func TestConfigMapSymlinkSwap(t *testing.T) {
 
 func TestMissingDirectoryIsUnhealthyNotFatal(t *testing.T) {
 	e := newEngine(t, Options{Dir: filepath.Join(t.TempDir(), "absent")})
-	if e.Healthy() || !strings.Contains(e.Status().LastError, "read custom rules directory") {
+	if e.Status().Healthy || !strings.Contains(e.Status().LastError, "read custom rules directory") {
 		t.Fatalf("status %+v", e.Status())
 	}
 	if len(evaluate(t, e, openIngress)) != 1 {
@@ -453,25 +450,16 @@ func TestReadmeExample(t *testing.T) {
 	}
 }
 
-func TestStatusEndpoint(t *testing.T) {
+func TestStatus(t *testing.T) {
 	dir := t.TempDir()
 	e := newEngine(t, Options{Dir: dir})
-	get := func() (int, Status) {
-		rec := httptest.NewRecorder()
-		e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
-		var st Status
-		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
-			t.Fatalf("status body %q: %v", rec.Body.String(), err)
-		}
-		return rec.Code, st
-	}
-	if code, st := get(); code != http.StatusOK || !st.Healthy || len(st.Rules) != 11 {
-		t.Fatalf("healthy status: %d %+v", code, st)
+	if st := e.Status(); !st.Healthy || len(st.Rules) != 11 {
+		t.Fatalf("healthy status: %+v", st)
 	}
 	write(t, dir, "x.rego", "package strictgate.rules.x\nviolation contains {")
 	_ = e.Reload(context.Background())
-	if code, st := get(); code != http.StatusServiceUnavailable || st.Healthy || !strings.Contains(st.LastError, "x.rego") {
-		t.Fatalf("broken status: %d %+v", code, st)
+	if st := e.Status(); st.Healthy || !strings.Contains(st.LastError, "x.rego") {
+		t.Fatalf("broken status: %+v", st)
 	}
 }
 
