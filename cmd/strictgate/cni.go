@@ -6,18 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/strictgate/strictgate/cni"
 )
 
 func init() {
 	register("cni", "chained CNI plugin (run by the container runtime); 'cni install' sets it up on a node", runCNI)
-	// Runtimes execute /opt/cni/bin/strictgate without arguments, the command in
-	// CNI_COMMAND: treat that as `strictgate cni`.
-	if len(os.Args) == 1 && os.Getenv("CNI_COMMAND") != "" {
-		os.Args = append(os.Args, "cni")
-	}
 }
 
 func runCNI(_ context.Context, args []string, stdout, stderr io.Writer) error {

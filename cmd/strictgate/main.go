@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"syscall"
 )
 
@@ -44,7 +43,17 @@ func usage(w io.Writer) {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(commandLine(os.Args[1:], os.Getenv), os.Stdout, os.Stderr))
+}
+
+// commandLine is the sub-command and its arguments. Container runtimes execute
+// /opt/cni/bin/strictgate without arguments, the CNI verb in CNI_COMMAND: that is
+// `strictgate cni`.
+func commandLine(args []string, getenv func(string) string) []string {
+	if len(args) == 0 && getenv("CNI_COMMAND") != "" {
+		return []string{"cni"}
+	}
+	return args
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -64,10 +73,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
-		if errors, ok := err.(interface{ ExitCode() int }); ok {
-			fmt.Fprintf(stderr, "strictgate %s: %v\n", args[0], strings.TrimSpace(err.Error()))
-			return errors.ExitCode()
-		}
 		fmt.Fprintf(stderr, "strictgate %s: %v\n", args[0], err)
 		return 1
 	}
