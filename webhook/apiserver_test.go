@@ -859,15 +859,14 @@ func (e *env) testGateGuard(t *testing.T) {
 			}
 			return c
 		}
-		unbound, boundB, boundA := withToken(token(nil)), withToken(token(podB)), withToken(token(podA))
+		unboundTok, boundBTok, boundATok := token(nil), token(podB), token(podA)
+		unbound, boundB, boundA := withToken(unboundTok), withToken(boundBTok), withToken(boundATok)
 
 		// The claim the guard relies on is really there (and only there).
-		for _, c := range []struct {
-			name string
-			tok  func() string
-			want string
-		}{{"unbound", func() string { return token(nil) }, ""}, {"bound to a pod on node-a", func() string { return token(podA) }, "node-a"}} {
-			rev, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: c.tok()}}, metav1.CreateOptions{})
+		for _, c := range []struct{ name, tok, want string }{
+			{"unbound", unboundTok, ""}, {"bound to a pod on node-b", boundBTok, "node-b"}, {"bound to a pod on node-a", boundATok, "node-a"},
+		} {
+			rev, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: c.tok}}, metav1.CreateOptions{})
 			if err != nil || !rev.Status.Authenticated {
 				t.Fatalf("%s token does not authenticate: %v %+v", c.name, err, rev.Status)
 			}

@@ -3,6 +3,7 @@ package webhook
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -71,7 +72,7 @@ func validatePorts(ports []networkingv1.NetworkPolicyPort, p *field.Path) field.
 	var errs field.ErrorList
 	for i, port := range ports {
 		pp := p.Index(i)
-		if port.Protocol != nil && *port.Protocol != corev1.ProtocolTCP && *port.Protocol != corev1.ProtocolUDP && *port.Protocol != corev1.ProtocolSCTP {
+		if port.Protocol != nil && !slices.Contains(supportedProtocols, string(*port.Protocol)) {
 			errs = append(errs, field.NotSupported(pp.Child("protocol"), *port.Protocol, supportedProtocols))
 		}
 		if port.Port != nil {
