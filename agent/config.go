@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/strictgate/strictgate/agent/rules"
 	"github.com/strictgate/strictgate/internal/flagutil"
 	"github.com/strictgate/strictgate/webhook/enforce"
@@ -79,11 +81,16 @@ type Config struct {
 	// enforced and therefore get strictgate-default-deny.
 	Namespace          string
 	ExcludedNamespaces []string
+	// NamespaceSelector is the webhook's --namespace-selector (nil: every namespace).
+	NamespaceSelector labels.Selector
+	// DefaultDeny is the webhook's --default-deny: whether enforced namespaces get
+	// strictgate-default-deny, so whether a pod's first programming waits for it.
+	DefaultDeny bool
 }
 
 // Scope is the set of namespaces strictgate does not enforce, as the webhook computes it.
 func (c *Config) Scope() enforce.Scope {
-	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces}
+	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces, Selector: c.NamespaceSelector}
 }
 
 // DefaultConfig returns the defaults the flags start from.
@@ -99,6 +106,7 @@ func DefaultConfig() Config {
 		Workers:      4,
 		AllowHost:    true,
 		Namespace:    defaultNamespace(),
+		DefaultDeny:  true,
 	}
 }
 
@@ -130,6 +138,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.AllowHost, "allow-host", c.AllowHost, "let traffic between pods and their node's own addresses pass (kubelet probes)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "strictgate's own namespace, never enforced (give the webhook's --namespace; env POD_NAMESPACE)")
 	fs.Var(flagutil.NewStringList(&c.ExcludedNamespaces), "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated; give the webhook's --exclude-namespace values)")
+	fs.Var(enforce.SelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", enforce.SelectorFlagUsage+" (give the webhook's value)")
+	fs.BoolVar(&c.DefaultDeny, "default-deny", c.DefaultDeny, "enforced namespaces get strictgate-default-deny, so a new pod's first programming waits for it (give the webhook's value)")
 }
 
 // Validate reports the first invalid setting, with what to do about it.

@@ -28,7 +28,7 @@ const ReasonWaitingForDefaultDeny = "WaitingForDefaultDeny"
 
 // waitsForDefaultDeny reports whether pod must not be programmed yet (caller holds a.mu).
 func (a *Agent) waitsForDefaultDeny(pod *corev1.Pod, st *podState) bool {
-	if st.programmedOnce || a.denyNS[pod.Namespace] {
+	if !a.cfg.DefaultDeny || st.programmedOnce || a.denyNS[pod.Namespace] {
 		return false
 	}
 	return a.enforced(pod.Namespace)

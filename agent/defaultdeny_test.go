@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"flag"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -57,6 +58,25 @@ func TestConfigScopeFlags(t *testing.T) {
 	c.NodeName, c.Namespace = "n", ""
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--namespace must not be empty") {
 		t.Fatalf("Validate() with no namespace = %v", err)
+	}
+	c = agent.DefaultConfig()
+	if !c.DefaultDeny || c.NamespaceSelector != nil {
+		t.Fatalf("defaults: DefaultDeny %v, NamespaceSelector %v; want true and none", c.DefaultDeny, c.NamespaceSelector)
+	}
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--default-deny=false", `--namespace-selector={"matchLabels":{"team":"a"}}`}); err != nil {
+		t.Fatal(err)
+	}
+	if c.DefaultDeny || c.Scope().Enforced(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"team": "b"}}}) ||
+		!c.Scope().Enforced(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"team": "a"}}}) {
+		t.Fatalf("flags not applied: DefaultDeny %v, selector %v", c.DefaultDeny, c.NamespaceSelector)
+	}
+	fs = flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{`--namespace-selector={"matchLabel":{}}`}); err == nil || !strings.Contains(err.Error(), "matchLabel") {
+		t.Fatalf("misspelt selector: %v", err)
 	}
 	if agent.DefaultDenyName != defaultdeny.DenyName {
 		t.Fatalf("agent waits for %q, the webhook generates %q", agent.DefaultDenyName, defaultdeny.DenyName)
@@ -239,6 +259,61 @@ func TestAgentWaitsForDefaultDeny(t *testing.T) {
 		})
 		if c.Reason != gate.ReasonProgrammed {
 			t.Fatalf("condition = %+v", c)
+		}
+	})
+}
+
+// TestAgentScopeSwitches: the chart's enforcement.defaultDeny=false and
+// enforcement.namespaceSelector as the agent sees them. Without default-deny nothing is
+// generated, so nothing is waited for; with a selector only matching namespaces wait.
+func TestAgentScopeSwitches(t *testing.T) {
+	cfg := controlplane.Start(t, nil)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	createNode(t, cs)
+	dp := newFakeDatapath()
+	ifs := &fakeInterfaces{}
+	ifs.set("10.202.2.2", 42)
+	ifs.set("10.202.2.3", 43)
+	ifs.set("10.202.2.4", 44)
+
+	t.Run("defaultDeny false: programmed at once, policies still enforced", func(t *testing.T) {
+		acfg := testConfig()
+		acfg.DefaultDeny = false
+		stop := runAgent(t, cs, acfg, dp, ifs)
+		defer stop()
+		createNamespace(t, cs, "plain", nil)
+		startPod(t, cs, "plain", "web", nodeName, "10.202.2.2", map[string]string{"app": "web"})
+		c := waitCondition(t, cs, "plain", "web", func(c corev1.PodCondition, found bool) bool { return found })
+		if !isTrue(c, true) || !strings.Contains(c.Message, "ingress: unrestricted") {
+			t.Fatalf("condition = %+v, want True and unrestricted (no default-deny is generated)", c)
+		}
+		// A policy the user writes is enforced as ever.
+		must(cs.NetworkingV1().NetworkPolicies("plain").Create(context.Background(), defaultDenyPolicy("plain"), metav1.CreateOptions{}))
+		waitCondition(t, cs, "plain", "web", func(c corev1.PodCondition, found bool) bool {
+			return isTrue(c, found) && strings.Contains(c.Message, "plain/"+agent.DefaultDenyName)
+		})
+		if e, _ := dp.entry(42); e.rules == nil || e.rules.Ingress.State != rules.StateIsolated {
+			t.Fatalf("entry = %+v, want isolated by the user's policy", e)
+		}
+	})
+
+	t.Run("namespaceSelector: only matching namespaces wait", func(t *testing.T) {
+		acfg := testConfig()
+		sel, err := enforce.ParseSelector("strictgate.dev/tier=enforced")
+		if err != nil {
+			t.Fatal(err)
+		}
+		acfg.NamespaceSelector = sel
+		stop := runAgent(t, cs, acfg, dp, ifs)
+		defer stop()
+		createNamespace(t, cs, "selected", map[string]string{"strictgate.dev/tier": "enforced"})
+		createNamespace(t, cs, "unselected", map[string]string{"strictgate.dev/tier": "other"})
+		startPod(t, cs, "selected", "web", nodeName, "10.202.2.3", map[string]string{"app": "web"})
+		startPod(t, cs, "unselected", "web", nodeName, "10.202.2.4", map[string]string{"app": "web"})
+		waitCondition(t, cs, "selected", "web", isWaiting)
+		waitCondition(t, cs, "unselected", "web", isTrue)
+		if e, ok := dp.entry(43); ok {
+			t.Fatalf("pod of a selected namespace programmed before its default-deny: %+v", e)
 		}
 	})
 }

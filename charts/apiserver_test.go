@@ -87,6 +87,8 @@ func TestRenderedObjectsOnAPIServer(t *testing.T) {
 		{"cert-manager on (dry run)", map[string]any{"certManager": map[string]any{"enabled": true}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}}}, true},
 		{"audit, warn-only guard (dry run)", map[string]any{"mode": "audit", "gateGuard": map[string]any{"validationActions": []any{"Warn"}}}, true},
 		{"excluded namespaces (dry run)", map[string]any{"enforcement": map[string]any{"excludedNamespaces": []any{"monitoring"}}}, true},
+		{"plain enforcer with a namespace selector (dry run)", map[string]any{"enforcement": map[string]any{"defaultDeny": false, "namespaceSelector": map[string]any{
+			"matchLabels": map[string]any{"tier": "prod"}, "matchExpressions": []any{map[string]any{"key": "env", "operator": "Exists"}}}}}, true},
 		// Last and for real: the objects must also be readable back as created.
 		{"defaults (created)", nil, false},
 	} {

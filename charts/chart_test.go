@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"flag"
 	"maps"
 	"slices"
 	"strings"
@@ -19,9 +20,11 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/strictgate/strictgate/agent"
 	webhook "github.com/strictgate/strictgate/webhook"
 )
 
@@ -143,6 +146,9 @@ func TestValuesSchemaRejects(t *testing.T) {
 		{"port out of range", map[string]any{"agent": map[string]any{"metricsPort": 70000}}, "metricsPort"},
 		{"bad duration", map[string]any{"certManager": map[string]any{"duration": "90 days"}}, "duration"},
 		{"bad excluded namespace", map[string]any{"enforcement": map[string]any{"excludedNamespaces": []any{"Not_A_Namespace"}}}, "excludedNamespaces"},
+		{"defaultDeny not a bool", map[string]any{"enforcement": map[string]any{"defaultDeny": "no"}}, "defaultDeny"},
+		{"namespace selector misspelt", map[string]any{"enforcement": map[string]any{"namespaceSelector": map[string]any{"matchLabel": map[string]any{"a": "b"}}}}, "matchLabel"},
+		{"namespace selector bad operator", map[string]any{"enforcement": map[string]any{"namespaceSelector": map[string]any{"matchExpressions": []any{map[string]any{"key": "a", "operator": "Has"}}}}}, "operator"},
 		{"bad validation action", map[string]any{"gateGuard": map[string]any{"validationActions": []any{"Block"}}}, "validationActions"},
 		{"bad digest", map[string]any{"image": map[string]any{"digest": "latest"}}, "digest"},
 		{"bad hygiene action", map[string]any{"webhook": map[string]any{"hygiene": map[string]any{"actions": map[string]any{"SG001": "block"}}}}, "actions"},
@@ -612,8 +618,69 @@ func TestValueSets(t *testing.T) {
 				ds := one[appsv1.DaemonSet](r, "DaemonSet", "")
 				agentArgs := onlyContainer(t, ds.Spec.Template.Spec.Containers).Args
 				if got, want := scopeArgs(agentArgs), scopeArgs(args); !slices.Equal(got, want) ||
-					!slices.Equal(want, []string{"--namespace=" + testNamespace, "--exclude-namespace=monitoring", "--exclude-namespace=ingress"}) {
+					!slices.Equal(want, []string{"--namespace=" + testNamespace, "--exclude-namespace=monitoring", "--exclude-namespace=ingress", "--default-deny=true"}) {
 					t.Errorf("agent scope args %v, webhook's %v: want the same --namespace and --exclude-namespace", got, want)
+				}
+			},
+		},
+		{
+			name: "plain enforcer: no default-deny, a namespace selector", release: "strictgate",
+			values: map[string]any{"enforcement": map[string]any{
+				"defaultDeny": false,
+				"namespaceSelector": map[string]any{
+					"matchLabels":      map[string]any{"tier": "prod"},
+					"matchExpressions": []any{map[string]any{"key": "env", "operator": "NotIn", "values": []any{"dev"}}},
+				},
+			}},
+			check: func(t *testing.T, r *rendered) {
+				args := one[appsv1.Deployment](r, "Deployment", "").Spec.Template.Spec.Containers[0].Args
+				agentArgs := onlyContainer(t, one[appsv1.DaemonSet](r, "DaemonSet", "").Spec.Template.Spec.Containers).Args
+				if got, want := scopeArgs(agentArgs), scopeArgs(args); !slices.Equal(got, want) {
+					t.Errorf("agent scope args %v, webhook's %v: want the same", got, want)
+				}
+				// The flags parse in both components and mean the chart's selector.
+				wcfg := webhook.DefaultConfig()
+				acfg := agent.DefaultConfig()
+				for _, bind := range []func(*flag.FlagSet){wcfg.BindFlags, acfg.RegisterFlags} {
+					fs := flag.NewFlagSet("x", flag.ContinueOnError)
+					bind(fs)
+					var scope []string
+					for _, a := range scopeArgs(args) {
+						if !strings.HasPrefix(a, "--namespace=") {
+							scope = append(scope, a)
+						}
+					}
+					if err := fs.Parse(scope); err != nil {
+						t.Fatalf("rendered scope flags %v: %v", scope, err)
+					}
+				}
+				if wcfg.DefaultDeny || acfg.DefaultDeny {
+					t.Errorf("--default-deny not false: webhook %v, agent %v", wcfg.DefaultDeny, acfg.DefaultDeny)
+				}
+				// The pod mutator's selector is the exclusions AND the user's selector.
+				m := one[admissionregistrationv1.MutatingWebhookConfiguration](r, "MutatingWebhookConfiguration", "")
+				assertExcludes(t, m.Webhooks[0].NamespaceSelector, "kube-system", testNamespace)
+				sel, err := metav1.LabelSelectorAsSelector(m.Webhooks[0].NamespaceSelector)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, c := range []struct {
+					labels map[string]string
+					want   bool
+				}{
+					{map[string]string{"kubernetes.io/metadata.name": "shop", "tier": "prod"}, true},
+					{map[string]string{"kubernetes.io/metadata.name": "shop", "tier": "prod", "env": "dev"}, false},
+					{map[string]string{"kubernetes.io/metadata.name": "shop"}, false},
+					{map[string]string{"kubernetes.io/metadata.name": "kube-system", "tier": "prod"}, false},
+					{map[string]string{"kubernetes.io/metadata.name": "shop", "tier": "prod", "strictgate.dev/enforce": "disabled"}, false},
+				} {
+					ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.labels["kubernetes.io/metadata.name"], Labels: c.labels}}
+					if got := sel.Matches(labels.Set(c.labels)); got != c.want {
+						t.Errorf("pod webhook selector %v on %v = %v, want %v", sel, c.labels, got, c.want)
+					}
+					if got := wcfg.Scope().Enforced(ns); got != c.want {
+						t.Errorf("webhook scope on %v = %v, want %v (the configuration must agree with the handler)", c.labels, got, c.want)
+					}
 				}
 			},
 		},
@@ -785,7 +852,8 @@ func onlyContainer(t *testing.T, cs []corev1.Container) corev1.Container {
 func scopeArgs(args []string) []string {
 	var out []string
 	for _, a := range args {
-		if strings.HasPrefix(a, "--namespace=") || strings.HasPrefix(a, "--exclude-namespace=") {
+		if strings.HasPrefix(a, "--namespace=") || strings.HasPrefix(a, "--exclude-namespace=") ||
+			strings.HasPrefix(a, "--namespace-selector=") || strings.HasPrefix(a, "--default-deny=") {
 			out = append(out, a)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/strictgate/strictgate/internal/flagutil"
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
@@ -48,6 +50,13 @@ type Config struct {
 	AgentServiceAccount string
 	// ExcludedNamespaces are further namespaces that are never enforced.
 	ExcludedNamespaces []string
+	// NamespaceSelector, when set, limits enforcement to the namespaces it matches.
+	NamespaceSelector labels.Selector
+	// DefaultDeny makes the default-deny controller generate strictgate-default-deny
+	// (and strictgate-allow-dns) in every enforced namespace. Without it the gate, the
+	// hygiene rules and NetworkPolicy enforcement stay, and the controller removes the
+	// policies it generated before.
+	DefaultDeny bool
 	// OptOutGroups may add or change the opt-out label on a namespace. Removing the
 	// label is always allowed: it only switches enforcement back on.
 	OptOutGroups []string
@@ -91,6 +100,7 @@ func DefaultConfig() Config {
 		ServiceAccount:      serviceAccountUser(DefaultNamespace, "strictgate-webhook"),
 		AgentServiceAccount: serviceAccountUser(DefaultNamespace, "strictgate-agent"),
 		OptOutGroups:        []string{DefaultOptOutGroup},
+		DefaultDeny:         true,
 		DNSPolicy:           true,
 		DNSNamespace:        "kube-system",
 		DNSPodLabels:        map[string]string{"k8s-app": "kube-dns"},
@@ -119,6 +129,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AgentServiceAccount, "agent-service-account", c.AgentServiceAccount, "full username of the agent's service account")
 	fs.Var(flagutil.NewStringList(&c.ExcludedNamespaces), "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated)")
 	fs.Var(flagutil.NewStringList(&c.OptOutGroups), "opt-out-group", "group allowed to set the "+enforce.Label+" label (repeatable or comma-separated; replaces the default)")
+	fs.Var(enforce.SelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", enforce.SelectorFlagUsage)
+	fs.BoolVar(&c.DefaultDeny, "default-deny", c.DefaultDeny, "generate strictgate-default-deny in every enforced namespace (false: gate and enforce NetworkPolicies only; generated policies are removed)")
 	fs.BoolVar(&c.DNSPolicy, "dns-policy", c.DNSPolicy, "generate strictgate-allow-dns (egress to kube-dns) beside strictgate-default-deny")
 	fs.StringVar(&c.DNSNamespace, "dns-namespace", c.DNSNamespace, "namespace of the cluster DNS pods strictgate-allow-dns allows")
 	fs.Func("dns-pod-labels", "labels of the cluster DNS pods, key=value[,key=value] (default k8s-app=kube-dns)", func(v string) error {
@@ -181,7 +193,7 @@ func (c *Config) Validate() error {
 
 // Scope is the set of namespaces strictgate does not enforce, as enforce needs it.
 func (c *Config) Scope() enforce.Scope {
-	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces}
+	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces, Selector: c.NamespaceSelector}
 }
 
 // parseLabels parses key=value[,key=value].

@@ -27,6 +27,11 @@ func TestConfigFlags(t *testing.T) {
 		{"dns pod labels", []string{"--dns-namespace=dns", "--dns-pod-labels=app=coredns, tier=dns"}, func(c *Config) bool {
 			return c.DNSNamespace == "dns" && len(c.DNSPodLabels) == 2 && c.DNSPodLabels["app"] == "coredns" && c.DNSPodLabels["tier"] == "dns"
 		}, ""},
+		{"default-deny on by default, no selector", nil, func(c *Config) bool { return c.DefaultDeny && c.NamespaceSelector == nil }, ""},
+		{"default-deny off", []string{"--default-deny=false"}, func(c *Config) bool { return !c.DefaultDeny }, ""},
+		{"namespace selector as the chart passes it", []string{`--namespace-selector={"matchExpressions":[{"key":"env","operator":"In","values":["prod"]}]}`}, func(c *Config) bool {
+			return c.Scope().Enforced(nsNamed("a", "env", "prod")) && !c.Scope().Enforced(nsNamed("a", "env", "dev")) && !c.Scope().Enforced(nsNamed("a"))
+		}, ""},
 		{"dns namespace empty", []string{"--dns-namespace="}, nil, "--dns-namespace"},
 		{"bad service account", []string{"--service-account=webhook"}, nil, "--service-account"},
 		{"bad port", []string{"--port=0"}, nil, "--port"},

@@ -246,3 +246,28 @@ func toOps(t testing.TB, patch []byte) []jsonpatch.JsonPatchOperation {
 	}
 	return ops
 }
+
+// TestPodMutatorNamespaceSelector: with enforcement.namespaceSelector only matching
+// namespaces are gated; the selector never gates an excluded or opted-out namespace.
+func TestPodMutatorNamespaceSelector(t *testing.T) {
+	sel, err := enforce.ParseSelector(`{"matchLabels":{"strictgate.dev/tier":"enforced"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &PodMutator{Scope: enforce.Scope{OwnNamespace: "strictgate", Selector: sel}, Namespaces: fakeNamespaces{
+		"selected":        nsNamed("selected", "strictgate.dev/tier", "enforced"),
+		"unselected":      nsNamed("unselected", "strictgate.dev/tier", "other"),
+		"unlabelled":      nsNamed("unlabelled"),
+		"selected-optout": nsNamed("selected-optout", "strictgate.dev/tier", "enforced", enforce.Label, enforce.Disabled),
+	}}
+	raw := podJSON(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}})
+	for ns, wantGate := range map[string]bool{"selected": true, "unselected": false, "unlabelled": false, "selected-optout": false, "kube-system": false} {
+		resp := m.Handle(context.Background(), podRequest(ns, admissionv1.Create, raw))
+		if !resp.Allowed {
+			t.Fatalf("%s: refused: %+v", ns, resp.Result)
+		}
+		if got := len(resp.Patches) > 0; got != wantGate {
+			t.Errorf("%s: gated = %v, want %v (%s)", ns, got, wantGate, resp.Result.Message)
+		}
+	}
+}

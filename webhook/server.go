@@ -107,7 +107,7 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 		ddClient = wrapControllerClient(ddClient)
 	}
 	dd := &defaultdeny.Reconciler{
-		Client: ddClient, Scope: cfg.Scope(),
+		Client: ddClient, Scope: cfg.Scope(), Disabled: !cfg.DefaultDeny,
 		DNSPolicy: cfg.DNSPolicy, DNSNamespace: cfg.DNSNamespace, DNSPodLabels: cfg.DNSPodLabels,
 	}
 	if err := dd.SetupWithManager(mgr); err != nil {

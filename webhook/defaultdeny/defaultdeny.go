@@ -52,6 +52,10 @@ type Reconciler struct {
 	Client client.Client
 	// Scope decides which namespaces are enforced.
 	Scope enforce.Scope
+	// Disabled generates nothing (chart enforcement.defaultDeny=false) and removes the
+	// policies an earlier configuration generated, so that switching default-deny off
+	// does not leave namespaces denied by objects nobody may delete.
+	Disabled bool
 	// DNSPolicy enables strictgate-allow-dns.
 	DNSPolicy bool
 	// DNSNamespace and DNSPodLabels default to kube-system and k8s-app=kube-dns.
@@ -95,7 +99,7 @@ func DNSPolicyFor(ns, dnsNamespace string, podLabels map[string]string) *network
 // that maps to nil must not exist (if it is ours).
 func (r *Reconciler) desired(ns *corev1.Namespace) map[string]*networkingv1.NetworkPolicy {
 	want := map[string]*networkingv1.NetworkPolicy{DenyName: nil, DNSName: nil}
-	if !r.Scope.Enforced(ns) {
+	if r.Disabled || !r.Scope.Enforced(ns) {
 		return want
 	}
 	want[DenyName] = DenyPolicy(ns.Name)

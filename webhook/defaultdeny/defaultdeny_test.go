@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
@@ -82,6 +83,15 @@ func TestUpToDate(t *testing.T) {
 	}
 }
 
+func selector(t *testing.T, s string) labels.Selector {
+	t.Helper()
+	sel, err := enforce.ParseSelector(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sel
+}
+
 func TestDesired(t *testing.T) {
 	r := &Reconciler{Scope: enforce.Scope{OwnNamespace: "strictgate"}, DNSPolicy: true}
 	ns := func(name string, labels map[string]string) *corev1.Namespace {
@@ -98,6 +108,11 @@ func TestDesired(t *testing.T) {
 		{"opted out", r, ns("a", map[string]string{enforce.Label: enforce.Disabled}), false, false},
 		{"own namespace", r, ns("strictgate", nil), false, false},
 		{"kube-system", r, ns("kube-system", nil), false, false},
+		// enforcement.defaultDeny=false: nothing generated, so what an earlier
+		// configuration generated is deleted (nil desired).
+		{"default-deny off", &Reconciler{DNSPolicy: true, Disabled: true}, ns("a", nil), false, false},
+		{"selector matches", &Reconciler{Scope: enforce.Scope{Selector: selector(t, "tier=prod")}}, ns("a", map[string]string{"tier": "prod"}), true, false},
+		{"selector misses", &Reconciler{DNSPolicy: true, Scope: enforce.Scope{Selector: selector(t, "tier=prod")}}, ns("a", map[string]string{"tier": "dev"}), false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

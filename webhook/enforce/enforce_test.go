@@ -54,3 +54,61 @@ func TestZeroScopeHasNoOwnNamespace(t *testing.T) {
 		t.Fatal("zero scope excluded strictgate without being told")
 	}
 }
+
+func TestSelector(t *testing.T) {
+	tests := []struct {
+		name, selector string
+		labels         map[string]string
+		want           bool
+	}{
+		{"empty selects all", "", nil, true},
+		{"empty JSON selects all", "{}", map[string]string{"a": "b"}, true},
+		{"JSON matchLabels match", `{"matchLabels":{"team":"a"}}`, map[string]string{"team": "a"}, true},
+		{"JSON matchLabels miss", `{"matchLabels":{"team":"a"}}`, map[string]string{"team": "b"}, false},
+		{"JSON expressions AND labels", `{"matchLabels":{"team":"a"},"matchExpressions":[{"key":"env","operator":"In","values":["prod"]}]}`, map[string]string{"team": "a", "env": "dev"}, false},
+		{"JSON DoesNotExist", `{"matchExpressions":[{"key":"legacy","operator":"DoesNotExist"}]}`, map[string]string{"team": "a"}, true},
+		{"kubectl syntax", "team=a,env in (prod,staging)", map[string]string{"team": "a", "env": "staging"}, true},
+		{"kubectl syntax miss", "team=a,!legacy", map[string]string{"team": "a", "legacy": ""}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sel, err := ParseSelector(tt.selector)
+			if err != nil {
+				t.Fatal(err)
+			}
+			scope := Scope{Selector: sel}
+			// The selector narrows enforcement; it never overrides the opt-out label
+			// or the excluded names.
+			if got := scope.Enforced(ns("team-a", tt.labels)); got != tt.want {
+				t.Fatalf("Enforced = %v, want %v", got, tt.want)
+			}
+			optedOut := map[string]string{Label: Disabled}
+			for k, v := range tt.labels {
+				optedOut[k] = v
+			}
+			if scope.Enforced(ns("team-a", optedOut)) || scope.Enforced(ns("kube-system", tt.labels)) {
+				t.Fatal("selector re-enabled an opted-out or excluded namespace")
+			}
+		})
+	}
+}
+
+func TestParseSelectorErrors(t *testing.T) {
+	for _, s := range []string{
+		`{"matchLabels":{"team":"a"}`,                                       // truncated
+		`{"matchLabel":{"team":"a"}}`,                                       // misspelt field
+		`{"matchExpressions":[{"key":"env","operator":"Has","values":[]}]}`, // unknown operator
+		`{"matchExpressions":[{"key":"env","operator":"In"}]}`,              // In without values
+		`{} {}`,                                  // two documents
+		"team==a=b",                              // bad syntax
+		"bad key!=x",                             // invalid key
+		`{"matchLabels":{"team":"not a value"}}`, // invalid value
+	} {
+		if sel, err := ParseSelector(s); err == nil {
+			t.Errorf("ParseSelector(%q) = %v, want an error", s, sel)
+		}
+	}
+	if sel, err := ParseSelector(`{"matchLabels":{}}`); err != nil || sel != nil {
+		t.Fatalf("selector without requirements = %v, %v; want nil, nil", sel, err)
+	}
+}

@@ -138,8 +138,17 @@ a webhook outage can never block kube-system or strictgate's own pods.
 {{- concat $ns .Values.enforcement.excludedNamespaces | uniq | toJson }}
 {{- end }}
 
-{{/* namespaceSelector of the enforcing webhooks (pods, networkpolicies). */}}
+{{/*
+namespaceSelector of the pod mutator: the exclusions, AND enforcement.namespaceSelector
+(a LabelSelector's matchLabels and matchExpressions are ANDed, so appending the user's
+requirements to ours narrows exactly as the webhook's own check does). A namespace the
+selector leaves out never waits for the webhook, as an excluded one does not.
+*/}}
 {{- define "strictgate.enforcedNamespaceSelector" -}}
+{{- $user := .Values.enforcement.namespaceSelector | default dict }}
+{{- with $user.matchLabels }}
+matchLabels: {{ toJson . }}
+{{- end }}
 matchExpressions:
   - key: kubernetes.io/metadata.name
     operator: NotIn
@@ -147,6 +156,25 @@ matchExpressions:
   - key: strictgate.dev/enforce
     operator: NotIn
     values: ["disabled"]
+{{- range $user.matchExpressions }}
+  - {{ toJson . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The enforcement scope as flags: the webhook and the agent get the same ones, since they
+must agree on which namespaces are enforced (the agent holds a new pod of an enforced
+namespace unprogrammed until its strictgate-default-deny exists).
+*/}}
+{{- define "strictgate.enforcementArgs" -}}
+- --namespace={{ include "strictgate.namespace" . }}
+{{- range .Values.enforcement.excludedNamespaces }}
+- --exclude-namespace={{ . }}
+{{- end }}
+{{- with .Values.enforcement.namespaceSelector }}
+- {{ printf "--namespace-selector=%s" (toJson .) | quote }}
+{{- end }}
+- --default-deny={{ .Values.enforcement.defaultDeny }}
 {{- end }}
 
 {{/* Pod securityContext shared by the webhook (non-root) pods. */}}
