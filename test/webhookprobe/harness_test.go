@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -382,4 +383,30 @@ func (p *proc) admitCT(t *testing.T, path, contentType string, review []byte) *a
 		t.Fatalf("POST %s: AdmissionReview without response: %s", path, body)
 	}
 	return &out
+}
+
+// cpuTime is the user+system CPU time the webhook process has used so far, from
+// /proc/<pid>/stat (fields 14 and 15, in USER_HZ ticks, which Linux fixes at 100 for
+// this interface).
+func (p *proc) cpuTime(t *testing.T) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatalf("read the webhook's CPU time: %v", err)
+	}
+	// The command name (field 2) is parenthesised and may hold spaces: count from
+	// after its closing parenthesis, where field 3 starts.
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(fields) < 13 {
+		t.Fatalf("/proc/%d/stat: %d fields after the name: %q", p.cmd.Process.Pid, len(fields), b)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] { // utime, stime
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/%d/stat: %v", p.cmd.Process.Pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100)
 }

@@ -663,15 +663,19 @@ func probeHuge(t *testing.T, p *proc) {
 	}
 	bigNP := networkPolicy(nsEnforced, "big", obj{"podSelector": obj{}, "policyTypes": []any{"Ingress"}, "ingress": rules})
 	body := reviewJSON(t, "admission.k8s.io/v1", npRequest("big-np", nsEnforced, "CREATE", bigNP, normalUser, false))
+	// The bound is on the CPU time the webhook process spends, not on the wall clock:
+	// a loaded machine stretches the latter without the judgement costing more.
+	cpuBefore := p.cpuTime(t)
 	start = time.Now()
 	out = p.admit(t, pathNP, body)
 	took := time.Since(start)
-	t.Logf("%d KiB NetworkPolicy (%d rules x 16 peers) judged in %v: allowed=%v %.200s", len(body)>>10, len(rules), took.Round(time.Millisecond), out.Response.Allowed, out.Response.Result.Message)
+	cpu := p.cpuTime(t) - cpuBefore
+	t.Logf("%d KiB NetworkPolicy (%d rules x 16 peers) judged in %v (webhook CPU %v): allowed=%v %.200s", len(body)>>10, len(rules), took.Round(time.Millisecond), cpu, out.Response.Allowed, out.Response.Result.Message)
 	if out.Response.Allowed || !strings.Contains(out.Response.Result.Message, "SG010") {
 		t.Errorf("huge NetworkPolicy: allowed=%v %+v, want SG010 denial", out.Response.Allowed, out.Response.Result)
 	}
-	if took > 10*time.Second {
-		t.Errorf("huge NetworkPolicy took %v: longer than the API server's webhook timeout", took)
+	if cpu > 10*time.Second {
+		t.Errorf("huge NetworkPolicy cost the webhook %v of CPU: more than the API server's longest webhook timeout even on an idle machine", cpu)
 	}
 
 	// Over the limit: refused with 413, for every path.
