@@ -87,16 +87,16 @@ func (t *portTable) ref(rs []bpfSgPortRule) (*portList, error) {
 	n := uint32(len(rs))
 	off, ok := t.alloc(n)
 	if !ok && len(t.quarantine) > 0 {
-		// Wait out the grace period of recently freed ranges rather than fail.
+		// Recently freed ranges may make room once their grace period ends. Waiting is
+		// the caller's business: it holds the datapath lock, which every other pod's
+		// programming needs meanwhile (Program waits without it and tries again).
 		last := t.quarantine[0].until
 		for _, q := range t.quarantine {
 			if q.until.After(last) {
 				last = q.until
 			}
 		}
-		time.Sleep(time.Until(last))
-		t.releaseMatured(last)
-		off, ok = t.alloc(n)
+		return nil, &quarantineWait{until: last, n: n}
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w: no room for %d more port rules in the port table (%d of rules.MaxPortRules (%d) free, largest free range %d)",
@@ -107,6 +107,19 @@ func (t *portTable) ref(rs []bpfSgPortRule) (*portList, error) {
 	t.byOffset[off] = l
 	return l, nil
 }
+
+// quarantineWait: the port table has no room for n rules now, but ranges in quarantine
+// mature by until. It is a capacity error if the caller gives up waiting.
+type quarantineWait struct {
+	until time.Time
+	n     uint32
+}
+
+func (w *quarantineWait) Error() string {
+	return fmt.Sprintf("%v: no room for %d more port rules in the port table until recently freed ranges may be reused", ErrCapacity, w.n)
+}
+
+func (w *quarantineWait) Unwrap() error { return ErrCapacity }
 
 // unref drops a reference; the last one frees the range, at once if now is zero
 // (never visible to a program) or after the grace period.

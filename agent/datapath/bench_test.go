@@ -136,3 +136,67 @@ func BenchmarkProgram(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkProgramDuringQuarantine reprograms small pods (4 prefixes sharing one port
+// list that stays allocated) in parallel while a heavy pod churns the port table: it
+// frees half the table and at once asks for it again, so its every Program waits for the
+// freed ranges to leave quarantine. The small pods must not wait with it: the wait
+// happens outside the datapath lock.
+func BenchmarkProgramDuringQuarantine(b *testing.B) {
+	d := openEphemeral(b)
+	const heavy = 3000
+	lists := rules.MaxPortRules / rules.MaxPortRulesPerEntry
+	for _, ifindex := range []int{heavy, heavy + 1} {
+		if _, err := d.Register(ifindex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Most of the other half stays in use (room is left for the small pods' list).
+	if _, err := d.Program(heavy+1, fullPortRules(200, lists/2-1)); err != nil {
+		b.Fatal(err)
+	}
+	isolated := &rules.PodRules{Ingress: rules.DirectionRules{State: rules.StateIsolated}, Egress: rules.DirectionRules{State: rules.StateIsolated}}
+	stop, churned := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		defer func() { churned <- n }()
+		for seed := 1; ; seed++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := d.Program(heavy, fullPortRules(seed%100+1, lists/2)); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := d.Program(heavy, isolated); err != nil {
+				b.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	small := make(chan int, 64)
+	for i := range 64 {
+		ifindex := 4000 + i
+		if _, err := d.Register(ifindex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
+			b.Fatal(err)
+		}
+		small <- ifindex
+	}
+	pr := benchRules(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ifindex := <-small
+		for pb.Next() {
+			if _, err := d.Program(ifindex, pr); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	close(stop)
+	b.ReportMetric(float64(<-churned), "heavy-reprograms")
+}

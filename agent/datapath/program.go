@@ -40,7 +40,28 @@ func (d *Datapath) Program(ifindex int, r *rules.PodRules) (uint32, error) {
 		}
 		want[dir] = es
 	}
+	for attempt := 1; ; attempt++ {
+		gen, err := d.programOnce(ifindex, r, &want)
+		var wait *quarantineWait
+		if !errors.As(err, &wait) || attempt == maxQuarantineWaits {
+			return gen, err
+		}
+		// Sleep without the lock (others keep programming), then start over: the
+		// attempt released everything it had reserved.
+		quarantineSleep(time.Until(wait.until))
+	}
+}
 
+// quarantineSleep is time.Sleep; a test replaces it to look at the lock mid-wait.
+var quarantineSleep = time.Sleep
+
+// maxQuarantineWaits bounds how often Program waits for freed port-table ranges to
+// mature before it reports ErrCapacity: each wait makes the ranges freed before it
+// reusable, so only pods churning concurrently can make a second one necessary.
+const maxQuarantineWaits = 3
+
+// programOnce is one attempt of Program, under the lock.
+func (d *Datapath) programOnce(ifindex int, r *rules.PodRules, want *[2][]lpmEntry) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.ensureIndex(); err != nil {
