@@ -25,16 +25,6 @@ import (
 	"github.com/strictgate/strictgate/test/controlplane"
 )
 
-// crdKinds need CustomResourceDefinitions this API server does not have (cert-manager,
-// Prometheus Operator). Installing look-alike CRDs would only test our own copies, so
-// these objects are checked by the rendering tests alone.
-var crdKinds = map[string]string{
-	"Issuer":         "cert-manager.io CRDs are not installed in the test API server",
-	"Certificate":    "cert-manager.io CRDs are not installed in the test API server",
-	"ServiceMonitor": "monitoring.coreos.com CRDs are not installed in the test API server",
-	"PrometheusRule": "monitoring.coreos.com CRDs are not installed in the test API server",
-}
-
 type apiClients struct {
 	dyn    dynamic.Interface
 	mapper meta.RESTMapper
@@ -71,7 +61,7 @@ func (c apiClients) resource(o *unstructured.Unstructured) (dynamic.ResourceInte
 // matchConditions compiled, selectors, probes, capabilities, priority classes, RBAC
 // escalation checks) are the server's, not ours.
 func TestRenderedObjectsOnAPIServer(t *testing.T) {
-	cfg := controlplane.Start(t, nil)
+	cfg := controlplane.Start(t, &envtest.Environment{CRDInstallOptions: envtest.CRDInstallOptions{Paths: upstreamCRDPaths(t)}})
 	c := newClients(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -85,6 +75,7 @@ func TestRenderedObjectsOnAPIServer(t *testing.T) {
 		dryRun bool
 	}{
 		{"cert-manager on (dry run)", map[string]any{"certManager": map[string]any{"enabled": true}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}}}, true},
+		{"cert-manager with a ClusterIssuer, standard mode (dry run)", map[string]any{"mode": "standard", "certManager": map[string]any{"enabled": true, "issuerRef": map[string]any{"kind": "ClusterIssuer", "name": "corp-ca", "group": "cert-manager.io"}}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}}, true},
 		{"audit, warn-only guard (dry run)", map[string]any{"mode": "audit", "gateGuard": map[string]any{"validationActions": []any{"Warn"}}}, true},
 		{"excluded namespaces (dry run)", map[string]any{"enforcement": map[string]any{"excludedNamespaces": []any{"monitoring"}}}, true},
 		{"plain enforcer with a namespace selector (dry run)", map[string]any{"enforcement": map[string]any{"defaultDeny": false, "namespaceSelector": map[string]any{
@@ -94,16 +85,14 @@ func TestRenderedObjectsOnAPIServer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := render(t, "strictgate", tc.values)
-			var opts metav1.CreateOptions
+			// Strict: a field the schema does not know is an error, not silently pruned
+			// (custom resources would otherwise lose a misspelt field without a word).
+			opts := metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}
 			if tc.dryRun {
 				opts.DryRun = []string{metav1.DryRunAll}
 			}
 			created := 0
 			for _, o := range r.objs {
-				if reason, skip := crdKinds[o.GetKind()]; skip {
-					t.Logf("skip %s %s: %s", o.GetKind(), o.GetName(), reason)
-					continue
-				}
 				ri, err := c.resource(o)
 				if err != nil {
 					t.Errorf("%s %s: no such resource on the API server: %v", o.GetKind(), o.GetName(), err)
@@ -139,6 +128,38 @@ func TestRenderedObjectsOnAPIServer(t *testing.T) {
 				t.Errorf("stored mutating webhook %+v", mw.Webhooks)
 			}
 		})
+	}
+
+	// The upstream schemas are really in force: a custom resource the chart could
+	// render wrongly is refused, so the passes above mean something.
+	r := render(t, "strictgate", map[string]any{"certManager": map[string]any{"enabled": true}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}})
+	for _, tc := range []struct {
+		kind  string
+		mutate func(o map[string]any)
+	}{
+		{"Certificate", func(o map[string]any) { o["spec"].(map[string]any)["secretNmae"] = "typo" }},
+		{"Certificate", func(o map[string]any) { delete(o["spec"].(map[string]any), "secretName") }},
+		{"Issuer", func(o map[string]any) { o["spec"] = map[string]any{"selfSigned": "yes"} }},
+		{"ServiceMonitor", func(o map[string]any) { o["spec"].(map[string]any)["endpoints"] = "metrics" }},
+	} {
+		var obj *unstructured.Unstructured
+		for _, o := range r.objs {
+			if o.GetKind() == tc.kind {
+				obj = o.DeepCopy()
+				break
+			}
+		}
+		if obj == nil {
+			t.Fatalf("chart rendered no %s", tc.kind)
+		}
+		tc.mutate(obj.Object)
+		ri, err := c.resource(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ri.Create(ctx, obj, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: metav1.FieldValidationStrict}); err == nil {
+			t.Errorf("broken %s accepted: the upstream CRD's schema is not in force", tc.kind)
+		}
 	}
 }
 
