@@ -134,7 +134,7 @@ func TestRenderedObjectsOnAPIServer(t *testing.T) {
 	// render wrongly is refused, so the passes above mean something.
 	r := render(t, "strictgate", map[string]any{"certManager": map[string]any{"enabled": true}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}})
 	for _, tc := range []struct {
-		kind  string
+		kind   string
 		mutate func(o map[string]any)
 	}{
 		{"Certificate", func(o map[string]any) { o["spec"].(map[string]any)["secretNmae"] = "typo" }},
