@@ -3,6 +3,18 @@ package compile
 // A deliberately naive evaluator, straight from the NetworkPolicy API reference, one
 // flow at a time and without any flattening, and a generator of random clusters. The
 // compiler (flattened rules + rules.Lookup) must agree with it everywhere.
+//
+// test/conformance has a second naive model, on purpose. This one answers at the
+// compiler's layer — one pod, one direction, one remote address, and which rule index
+// admits it — so that the state, the verdict and the attribution of every compiled
+// direction are checked; that one answers whole flows (both ends, Services) through the
+// `strictgate verdict` CLI and was written without reading agent/compile. Merging them
+// would either give the outside model the compiler's vocabulary (rule indexes, per-
+// direction states) or take the attribution checks away from this one, and two models
+// written independently catch a misreading of the API that one shared model would
+// carry into both suites. The generators differ for the same reason: compiletest feeds
+// the compiler's shapes (EndpointSlices, phases, incremental updates), conformance's
+// gen the CLI's (namespaces without objects, hostNetwork pods, raw addresses).
 
 import (
 	"fmt"

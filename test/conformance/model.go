@@ -5,6 +5,10 @@
 // policy admit the source?" and the same for the source's egress, with no flattening,
 // no longest-prefix match and no caching, so that it is easy to check by reading.
 //
+// agent/compile has a second naive model (reference_test.go), on purpose: it works at
+// the compiler's layer (per direction, per rule index) and this one at the CLI's; its
+// header says why they are kept apart.
+//
 // Where the API leaves a choice to the implementation, the model follows the choices
 // agent/compile/doc.go documents (hostNetwork pods are neither targets nor peers,
 // traffic to a ClusterIP is judged as traffic to every ready backend, a pod is a
