@@ -8,6 +8,7 @@ import (
 	"flag"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -215,6 +216,8 @@ func TestDefaults(t *testing.T) {
 			"--port":                  "9443",
 			"--opt-out-group":         webhook.DefaultOptOutGroup,
 			"--dns-policy":            "true",
+			"--default-deny":          "true",
+			"--max-connections":       strconv.Itoa(webhook.DefaultMaxConnections),
 		} {
 			if args[flag] != want {
 				t.Errorf("webhook flag %s = %q, want %q (args %v)", flag, args[flag], want, c.Args)
