@@ -145,8 +145,10 @@ type admissionServer struct {
 	maxConns int
 	mux      *http.ServeMux
 
-	mu   sync.Mutex
-	addr string // where StartedChecker dials; set once listening
+	mu      sync.Mutex
+	addr    string      // where the server listens; set once listening
+	tlsCfg  *tls.Config // what the listener serves with; set with addr
+	serving bool        // the listener is open and served
 }
 
 var _ crwebhook.Server = (*admissionServer)(nil)
@@ -187,32 +189,58 @@ func (s *admissionServer) Start(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.addr = net.JoinHostPort(s.host, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	s.tlsCfg, s.serving = cfg, true
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.serving = false
+		s.mu.Unlock()
+	}()
 	ctrl.Log.WithName("webhook-server").Info("serving admission requests", "addr", l.Addr().String())
 	// The limit counts TCP connections, so it applies before the TLS handshake.
 	return serveUntilDone(ctx, hardenedServer(ctx, s.mux), tls.NewListener(l, cfg))
 }
 
-// StartedChecker is ready once a TLS handshake with the server succeeds.
+// StartedChecker is ready while the listener is served and a TLS handshake with the
+// server's own TLS configuration and current certificate succeeds. The handshake runs
+// in memory, not through the listener: a flood that holds every connection slot must
+// not make the replica unready too (the Service would drop it, and the flood would win
+// twice); the certificate and key are what it checks.
 func (s *admissionServer) StartedChecker() healthz.Checker {
 	return func(r *http.Request) error {
 		s.mu.Lock()
-		addr := s.addr
+		cfg, serving := s.tlsCfg, s.serving
 		s.mu.Unlock()
-		if addr == "" {
+		if cfg == nil {
 			return errors.New("webhook server has not been started yet")
 		}
-		d := &tls.Dialer{
-			NetDialer: &net.Dialer{Timeout: 10 * time.Second},
-			Config:    &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // only checks that a handshake completes
+		if !serving {
+			return errors.New("webhook server has stopped serving")
 		}
-		conn, err := d.DialContext(r.Context(), "tcp", addr)
-		if err != nil {
-			return fmt.Errorf("webhook server is not reachable: %w", err)
-		}
-		if err := conn.Close(); err != nil {
-			return fmt.Errorf("webhook server is not reachable: closing connection: %w", err)
-		}
-		return nil
+		return handshake(r.Context(), cfg)
 	}
+}
+
+// handshake completes a TLS handshake against cfg over an in-memory connection.
+func handshake(ctx context.Context, cfg *tls.Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	sc, cc := net.Pipe()
+	defer sc.Close()
+	defer cc.Close()
+	// No session tickets: the server would write them after the client is done
+	// reading, and a pipe has no buffer to hold them.
+	cfg = cfg.Clone()
+	cfg.SessionTicketsDisabled = true
+	srv := tls.Server(sc, cfg)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.HandshakeContext(ctx) }()
+	cli := tls.Client(cc, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) //nolint:gosec // checks that the server can complete a handshake, not who it is
+	if err := cli.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS handshake with the webhook's certificate: %w", err)
+	}
+	if err := <-errc; err != nil {
+		return fmt.Errorf("TLS handshake with the webhook's certificate: %w", err)
+	}
+	return nil
 }

@@ -231,6 +231,11 @@ func TestConnectionLimit(t *testing.T) {
 		slow[i] = c
 	}
 	held := time.Now() // the slow connections are dropped no earlier than timeout from here
+	// Readiness does not need a connection slot: a flood that holds them all must not
+	// also take the replica out of its Service.
+	if err := httpOK("http://" + l.health + "/readyz"); err != nil {
+		t.Fatalf("readyz while every admission slot is held: %v", err)
+	}
 
 	type result struct {
 		c   *tls.Conn
