@@ -40,6 +40,7 @@ import (
 	"github.com/strictgate/strictgate/agent/gate"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // Datapath is what the agent needs from the eBPF datapath (agent/datapath; see
@@ -323,7 +324,7 @@ func (a *Agent) build() error {
 	c, err := compile.Build(s, compile.Options{Node: a.cfg.NodeName})
 	if err == nil {
 		for _, p := range s.Policies {
-			if p.Name == DefaultDenyName {
+			if p.Name == contract.DefaultDenyPolicy {
 				denyNS[p.Namespace] = true
 			}
 		}
@@ -341,7 +342,7 @@ func (a *Agent) build() error {
 		for _, p := range s.Policies {
 			if _, err := c.UpsertPolicy(p); err != nil {
 				a.log.Error(err, "skip NetworkPolicy", "policy", p.Namespace+"/"+p.Name)
-			} else if p.Name == DefaultDenyName {
+			} else if p.Name == contract.DefaultDenyPolicy {
 				denyNS[p.Namespace] = true
 			}
 		}

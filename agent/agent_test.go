@@ -17,6 +17,7 @@ import (
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/gate"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
 )
 
@@ -43,8 +44,8 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	for mode, want := range map[agent.Mode]rules.State{
-		agent.ModeStrict: rules.StateUnprogrammedDeny, agent.ModeStandard: rules.StateUnprogrammedAllow, agent.ModeAudit: rules.StateUnprogrammedDeny,
+	for mode, want := range map[contract.Mode]rules.State{
+		contract.ModeStrict: rules.StateUnprogrammedDeny, contract.ModeStandard: rules.StateUnprogrammedAllow, contract.ModeAudit: rules.StateUnprogrammedDeny,
 	} {
 		if got := mode.InitialState(); got != want {
 			t.Errorf("%s.InitialState() = %s, want %s", mode, got, want)
@@ -92,7 +93,7 @@ func TestAgentOnAPIServer(t *testing.T) {
 		if atTrue.rules == nil || atTrue.rules.Ingress.State != rules.StateIsolated || atTrue.closed {
 			t.Fatalf("condition True while the datapath held %+v", atTrue)
 		}
-		if c.Reason != gate.ReasonProgrammed || !strings.Contains(c.Message, "ingress: default/allow-web (generation 1)") || !strings.Contains(c.Message, "egress: unrestricted") {
+		if c.Reason != contract.ReasonProgrammed || !strings.Contains(c.Message, "ingress: default/allow-web (generation 1)") || !strings.Contains(c.Message, "egress: unrestricted") {
 			t.Fatalf("condition = %+v", c)
 		}
 		if !atTrue.hooked {
@@ -180,7 +181,7 @@ func TestAgentOnAPIServer(t *testing.T) {
 		dp.mu.Unlock()
 		startPod(t, cs, "default", "big", nodeName, "10.201.0.4", map[string]string{"app": "web"})
 		c := waitCondition(t, cs, "default", "big", func(c corev1.PodCondition, found bool) bool { return found })
-		if c.Status != corev1.ConditionFalse || c.Reason != gate.ReasonProgrammingFailed || !strings.Contains(c.Message, "capacity exceeded") {
+		if c.Status != corev1.ConditionFalse || c.Reason != contract.ReasonProgrammingFailed || !strings.Contains(c.Message, "capacity exceeded") {
 			t.Fatalf("condition = %+v", c)
 		}
 		e, _ := dp.entry(14)
@@ -196,7 +197,7 @@ func TestAgentOnAPIServer(t *testing.T) {
 		pol.Spec.Ingress[0].Ports[0].Port = ptr(intstr.FromInt(9091))
 		pol = must(cs.NetworkingV1().NetworkPolicies("default").Update(ctx, pol, metav1.UpdateOptions{}))
 		waitCondition(t, cs, "default", "web", func(c corev1.PodCondition, found bool) bool {
-			return found && c.Status == corev1.ConditionFalse && c.Reason == gate.ReasonProgrammingFailed
+			return found && c.Status == corev1.ConditionFalse && c.Reason == contract.ReasonProgrammingFailed
 		})
 		if e, _ := dp.entry(12); !e.closed {
 			t.Fatal("strict mode left the old rules open after a failed re-program")

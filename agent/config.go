@@ -9,54 +9,16 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/internal/flagutil"
 	"github.com/strictgate/strictgate/webhook/enforce"
-)
-
-// Mode is the enforcement mode of the node (DESIGN.md, "Enforcement modes").
-type Mode string
-
-const (
-	// ModeStrict: a pod is deny-all from CNI ADD until its policy is programmed.
-	ModeStrict Mode = "strict"
-	// ModeStandard: a pod is allow-all until programmed.
-	ModeStandard Mode = "standard"
-	// ModeAudit: nothing is dropped; would-be drops are reported as AUDIT.
-	ModeAudit Mode = "audit"
-)
-
-// ParseMode parses a mode name.
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(s); m {
-	case ModeStrict, ModeStandard, ModeAudit:
-		return m, nil
-	}
-	return "", fmt.Errorf("unknown mode %q: want strict, standard or audit", s)
-}
-
-// InitialState is the state of a pod's directions before the agent programs it.
-// Audit attaches closed and lets the datapath's audit switch pass (and report) what the
-// closed state would drop, so that even unprogrammed traffic shows up as AUDIT.
-func (m Mode) InitialState() rules.State {
-	if m == ModeStandard {
-		return rules.StateUnprogrammedAllow
-	}
-	return rules.StateUnprogrammedDeny
-}
-
-// Event modes of the policy event log.
-const (
-	EventModeNone = "none"
-	EventModeDeny = "deny"
-	EventModeAll  = "all"
 )
 
 // Config is the agent's configuration; RegisterFlags binds it to command-line flags.
 type Config struct {
 	// NodeName is this node (from the downward API: spec.nodeName).
 	NodeName string
-	Mode     Mode
+	Mode     contract.Mode
 	// Kubeconfig is a kubeconfig path; empty means in-cluster configuration.
 	Kubeconfig string
 	// MetricsAddr serves /metrics, /healthz and /readyz; empty disables the server.
@@ -64,7 +26,7 @@ type Config struct {
 	// EventLogFile receives the policy event log in addition to stdout; empty: stdout only.
 	EventLogFile string
 	// EventMode is none, deny (DENY and AUDIT verdicts) or all.
-	EventMode string
+	EventMode contract.EventLogMode
 	// EventRate limits kernel events per second, node-wide (0 = unlimited).
 	EventRate int
 	// PinRoot is the bpffs directory of the datapath's pins.
@@ -97,11 +59,11 @@ func (c *Config) Scope() enforce.Scope {
 func DefaultConfig() Config {
 	return Config{
 		NodeName:     os.Getenv("NODE_NAME"),
-		Mode:         ModeStrict,
+		Mode:         contract.ModeStrict,
 		MetricsAddr:  ":9090",
-		EventMode:    EventModeDeny,
+		EventMode:    contract.EventLogDeny,
 		EventRate:    1000,
-		PinRoot:      "/sys/fs/bpf/strictgate",
+		PinRoot:      contract.DefaultPinRoot,
 		ResyncPeriod: time.Minute,
 		Workers:      4,
 		AllowHost:    true,
@@ -123,14 +85,18 @@ func defaultNamespace() string {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "this node's name (downward API spec.nodeName; env NODE_NAME)")
 	fs.Func("mode", "enforcement mode: strict, standard or audit (default "+string(c.Mode)+")", func(s string) error {
-		m, err := ParseMode(s)
+		m, err := contract.ParseMode(s)
 		c.Mode = m
 		return err
 	})
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file; empty: in-cluster configuration")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address of /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.EventLogFile, "event-log-file", c.EventLogFile, "also append policy event logs (JSON lines) to this file")
-	fs.StringVar(&c.EventMode, "event-mode", c.EventMode, "policy events to log: none, deny (DENY and AUDIT) or all")
+	fs.Func("event-mode", "policy events to log: none, deny (DENY and AUDIT) or all (default "+string(c.EventMode)+")", func(s string) error {
+		m, err := contract.ParseEventLogMode(s)
+		c.EventMode = m
+		return err
+	})
 	fs.IntVar(&c.EventRate, "event-rate", c.EventRate, "maximum kernel events per second on this node (0: unlimited)")
 	fs.StringVar(&c.PinRoot, "pin-root", c.PinRoot, "bpffs directory of the datapath's pinned maps and links")
 	fs.DurationVar(&c.ResyncPeriod, "resync-period", c.ResyncPeriod, "how often every local pod is verified against the kernel")
@@ -148,12 +114,10 @@ func (c *Config) Validate() error {
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("--node-name is required (set it from the downward API: fieldRef spec.nodeName)"))
 	}
-	if _, err := ParseMode(string(c.Mode)); err != nil {
+	if _, err := contract.ParseMode(string(c.Mode)); err != nil {
 		errs = append(errs, err)
 	}
-	switch c.EventMode {
-	case EventModeNone, EventModeDeny, EventModeAll:
-	default:
+	if _, err := contract.ParseEventLogMode(string(c.EventMode)); err != nil {
 		errs = append(errs, fmt.Errorf("unknown --event-mode %q: want none, deny or all", c.EventMode))
 	}
 	if c.EventRate < 0 {

@@ -8,16 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/strictgate/strictgate/agent/gate"
+	"github.com/strictgate/strictgate/internal/contract"
 )
-
-// DefaultDenyName is the NetworkPolicy the webhook's default-deny controller generates
-// in every enforced namespace (webhook/defaultdeny.DenyName; DESIGN.md).
-const DefaultDenyName = "strictgate-default-deny"
-
-// ReasonWaitingForDefaultDeny: the pod's namespace is enforced but its generated
-// default-deny policy is not known to the agent yet, so the pod is left unprogrammed
-// (status False).
-const ReasonWaitingForDefaultDeny = "WaitingForDefaultDeny"
 
 // The compiler rightly calls a pod that no policy selects unrestricted. In an enforced
 // namespace that is only true once strictgate-default-deny exists; a pod created within
@@ -51,16 +43,16 @@ func (a *Agent) enforced(name string) bool {
 func (a *Agent) waitingCondition(ns string) gate.Condition {
 	held := "deny-all (strict mode)"
 	switch a.cfg.Mode {
-	case ModeStandard:
+	case contract.ModeStandard:
 		held = "allow-all (standard mode)"
-	case ModeAudit:
+	case contract.ModeAudit:
 		held = "unprogrammed (audit mode: would-be drops are logged)"
 	}
 	return gate.Condition{
 		Status: corev1.ConditionFalse,
-		Reason: ReasonWaitingForDefaultDeny,
+		Reason: contract.ReasonWaitingForDefaultDeny,
 		Message: fmt.Sprintf("Waiting for NetworkPolicy %s/%s: namespace %s is enforced and the agent has not seen its generated default-deny policy yet; the pod stays %s until it appears.",
-			ns, DefaultDenyName, ns, held),
+			ns, contract.DefaultDenyPolicy, ns, held),
 	}
 }
 
@@ -68,7 +60,7 @@ func (a *Agent) waitingCondition(ns string) gate.Condition {
 // this node programmed it before (only the agent may set the condition).
 func programmedBefore(pod *corev1.Pod) bool {
 	c, ok := gate.Current(pod)
-	return ok && c.Status == corev1.ConditionTrue && c.Reason == gate.ReasonProgrammed
+	return ok && c.Status == corev1.ConditionTrue && c.Reason == contract.ReasonProgrammed
 }
 
 // localPodsIn returns this node's pods in namespace ns: the pods whose wait depends on

@@ -22,8 +22,8 @@ import (
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
-	"github.com/strictgate/strictgate/webhook/defaultdeny"
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
@@ -78,9 +78,6 @@ func TestConfigScopeFlags(t *testing.T) {
 	if err := fs.Parse([]string{`--namespace-selector={"matchLabel":{}}`}); err == nil || !strings.Contains(err.Error(), "matchLabel") {
 		t.Fatalf("misspelt selector: %v", err)
 	}
-	if agent.DefaultDenyName != defaultdeny.DenyName {
-		t.Fatalf("agent waits for %q, the webhook generates %q", agent.DefaultDenyName, defaultdeny.DenyName)
-	}
 }
 
 // conditionLog records every condition the agent asks for, per pod: a False that the
@@ -108,7 +105,7 @@ func (l *conditionLog) reasons(ns, name string) []string {
 // defaultDenyPolicy is strictgate-default-deny as the webhook's controller generates it.
 func defaultDenyPolicy(ns string) *networkingv1.NetworkPolicy {
 	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: agent.DefaultDenyName, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: contract.DefaultDenyPolicy, Namespace: ns},
 		Spec: networkingv1.NetworkPolicySpec{
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 		},
@@ -122,7 +119,7 @@ func createNamespace(t *testing.T, cs kubernetes.Interface, name string, labels 
 }
 
 func isWaiting(c corev1.PodCondition, found bool) bool {
-	return found && c.Status == corev1.ConditionFalse && c.Reason == agent.ReasonWaitingForDefaultDeny
+	return found && c.Status == corev1.ConditionFalse && c.Reason == contract.ReasonWaitingForDefaultDeny
 }
 
 // TestAgentWaitsForDefaultDeny: a pod of an enforced namespace is not programmed before
@@ -153,14 +150,14 @@ func TestAgentWaitsForDefaultDeny(t *testing.T) {
 
 	t.Run("enforced namespace without the policy: not programmed, condition WaitingForDefaultDeny", func(t *testing.T) {
 		c := waitCondition(t, cs, "team-a", "web", func(c corev1.PodCondition, found bool) bool { return found })
-		if !isWaiting(c, true) || !strings.Contains(c.Message, "team-a/"+agent.DefaultDenyName) || !strings.Contains(c.Message, "deny-all") {
-			t.Fatalf("condition = %+v, want False/%s naming team-a/%s", c, agent.ReasonWaitingForDefaultDeny, agent.DefaultDenyName)
+		if !isWaiting(c, true) || !strings.Contains(c.Message, "team-a/"+contract.DefaultDenyPolicy) || !strings.Contains(c.Message, "deny-all") {
+			t.Fatalf("condition = %+v, want False/%s naming team-a/%s", c, contract.ReasonWaitingForDefaultDeny, contract.DefaultDenyPolicy)
 		}
 		time.Sleep(200 * time.Millisecond) // a wrong program would land by now
 		if e, ok := dp.entry(22); ok {
 			t.Fatalf("waiting pod has a datapath entry %+v; ops %v", e, dp.opsCopy())
 		}
-		if got := conds.reasons("team-a", "web"); slices.Contains(got, gate.ReasonProgrammed) {
+		if got := conds.reasons("team-a", "web"); slices.Contains(got, contract.ReasonProgrammed) {
 			t.Fatalf("conditions asked for %v", got)
 		}
 	})
@@ -168,7 +165,7 @@ func TestAgentWaitsForDefaultDeny(t *testing.T) {
 	t.Run("the policy appears: programmed with it and True", func(t *testing.T) {
 		must(cs.NetworkingV1().NetworkPolicies("team-a").Create(ctx, defaultDenyPolicy("team-a"), metav1.CreateOptions{}))
 		c := waitCondition(t, cs, "team-a", "web", isTrue)
-		if c.Reason != gate.ReasonProgrammed || !strings.Contains(c.Message, "team-a/"+agent.DefaultDenyName+" (generation 1)") {
+		if c.Reason != contract.ReasonProgrammed || !strings.Contains(c.Message, "team-a/"+contract.DefaultDenyPolicy+" (generation 1)") {
 			t.Fatalf("condition = %+v", c)
 		}
 		e, _ := dp.entry(22)
@@ -178,7 +175,7 @@ func TestAgentWaitsForDefaultDeny(t *testing.T) {
 		if v, _ := e.rules.Ingress.Lookup(mustAddr("10.202.0.3"), rules.ProtocolTCP, 8080); v != rules.Deny {
 			t.Fatalf("default-deny not in the programmed rules: %+v", e.rules.Ingress)
 		}
-		if got := conds.reasons("team-a", "web"); !slices.Equal(got[len(got)-1:], []string{gate.ReasonProgrammed}) || got[0] != agent.ReasonWaitingForDefaultDeny {
+		if got := conds.reasons("team-a", "web"); !slices.Equal(got[len(got)-1:], []string{contract.ReasonProgrammed}) || got[0] != contract.ReasonWaitingForDefaultDeny {
 			t.Fatalf("conditions asked for %v, want waiting first and programmed last", got)
 		}
 	})
@@ -199,7 +196,7 @@ func TestAgentWaitsForDefaultDeny(t *testing.T) {
 			if !strings.Contains(c.Message, "ingress: unrestricted") {
 				t.Errorf("%s: condition %+v", ns.name, c)
 			}
-			if got := conds.reasons(ns.name, "p"); slices.Contains(got, agent.ReasonWaitingForDefaultDeny) {
+			if got := conds.reasons(ns.name, "p"); slices.Contains(got, contract.ReasonWaitingForDefaultDeny) {
 				t.Errorf("%s: pod waited (%v) in a namespace strictgate does not enforce", ns.name, got)
 			}
 			if e, ok := dp.entry(23 + i); !ok || e.rules == nil {
@@ -251,13 +248,13 @@ func TestAgentWaitsForDefaultDeny(t *testing.T) {
 	t.Run("a programmed pod is not pulled back when the policy goes", func(t *testing.T) {
 		// The wait guards the first programming only; afterwards the policy's deletion
 		// (which the webhook refuses) is an ordinary policy change.
-		if err := cs.NetworkingV1().NetworkPolicies("team-a").Delete(ctx, agent.DefaultDenyName, metav1.DeleteOptions{}); err != nil {
+		if err := cs.NetworkingV1().NetworkPolicies("team-a").Delete(ctx, contract.DefaultDenyPolicy, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		c := waitCondition(t, cs, "team-a", "web", func(c corev1.PodCondition, found bool) bool {
 			return isTrue(c, found) && strings.Contains(c.Message, "ingress: unrestricted")
 		})
-		if c.Reason != gate.ReasonProgrammed {
+		if c.Reason != contract.ReasonProgrammed {
 			t.Fatalf("condition = %+v", c)
 		}
 	})
@@ -290,7 +287,7 @@ func TestAgentScopeSwitches(t *testing.T) {
 		// A policy the user writes is enforced as ever.
 		must(cs.NetworkingV1().NetworkPolicies("plain").Create(context.Background(), defaultDenyPolicy("plain"), metav1.CreateOptions{}))
 		waitCondition(t, cs, "plain", "web", func(c corev1.PodCondition, found bool) bool {
-			return isTrue(c, found) && strings.Contains(c.Message, "plain/"+agent.DefaultDenyName)
+			return isTrue(c, found) && strings.Contains(c.Message, "plain/"+contract.DefaultDenyPolicy)
 		})
 		if e, _ := dp.entry(42); e.rules == nil || e.rules.Ingress.State != rules.StateIsolated {
 			t.Fatalf("entry = %+v, want isolated by the user's policy", e)
@@ -328,7 +325,7 @@ func TestAgentWaitsForDefaultDenyStandardMode(t *testing.T) {
 	ifs := &fakeInterfaces{}
 	ifs.set("10.202.1.2", 32)
 	acfg := testConfig()
-	acfg.Mode = agent.ModeStandard
+	acfg.Mode = contract.ModeStandard
 	runAgent(t, cs, acfg, dp, ifs)
 
 	createNamespace(t, cs, "team-s", nil)

@@ -16,7 +16,7 @@ type kernelDatapath struct {
 }
 
 // NewDatapath adapts an open datapath for the agent; audit is the per-pod audit switch
-// every attached pod gets (ModeAudit), whatever the CNI plugin set.
+// every attached pod gets (contract.ModeAudit), whatever the CNI plugin set.
 func NewDatapath(d *datapath.Datapath, audit bool) Datapath { return kernelDatapath{d, audit} }
 
 func (k kernelDatapath) Register(ifindex int, initial rules.State) error {

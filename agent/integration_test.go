@@ -27,6 +27,7 @@ import (
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
 )
 
@@ -139,7 +140,7 @@ func startRealAgent(t *testing.T, cs kubernetes.Interface, dp *datapath.Datapath
 }
 
 func withEvents(c agent.Config) agent.Config {
-	c.EventMode = agent.EventModeAll
+	c.EventMode = contract.EventLogAll
 	c.EventRate = 0
 	return c
 }
@@ -233,7 +234,7 @@ func TestPrivilegedAgentIntegration(t *testing.T) {
 	}
 	evctx, evstop := context.WithCancel(ctx)
 	evdone := make(chan error, 1)
-	go func() { evdone <- events.Run(evctx, rd, events.NewLogger(evbuf, nodeName, events.ModeAll, a)) }()
+	go func() { evdone <- events.Run(evctx, rd, events.NewLogger(evbuf, nodeName, contract.EventLogAll, a)) }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(events.NewCollector(dp, a.NamespaceOfIfindex))
 
@@ -389,13 +390,13 @@ func TestPrivilegedAgentIntegration(t *testing.T) {
 
 	t.Run("capacity failure sets False and the pod stays closed", func(t *testing.T) {
 		var ports []networkingv1.NetworkPolicyPort
-		for i := range rules.MaxPortRulesPerEntry + 10 {
+		for i := range contract.MaxPortRulesPerEntry + 10 {
 			ports = append(ports, port(corev1.ProtocolTCP, 10000+2*i))
 		}
 		must(cs.NetworkingV1().NetworkPolicies("default").Create(ctx, policy("huge", "big", map[string]string{"app": "client"}, ports...), metav1.CreateOptions{}))
 		startPod(t, cs, "default", "big", nodeName, big.IP.String(), map[string]string{"app": "big"})
 		c := waitCondition(t, cs, "default", "big", func(c corev1.PodCondition, found bool) bool { return found })
-		if c.Status != corev1.ConditionFalse || c.Reason != gate.ReasonProgrammingFailed || !strings.Contains(c.Message, "capacity") {
+		if c.Status != corev1.ConditionFalse || c.Reason != contract.ReasonProgrammingFailed || !strings.Contains(c.Message, "capacity") {
 			t.Fatalf("condition = %+v", c)
 		}
 		if tcp(client, big, 10000) || tcp(client, big, 8080) {
@@ -420,7 +421,7 @@ func TestPrivilegedAgentIntegration(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		pins, _ := filepath.Glob(filepath.Join(pinRoot, "links", fmt.Sprintf("if%d_*", web.HostIndex)))
+		pins, _ := filepath.Glob(filepath.Join(contract.PinsAt(pinRoot).Links(), fmt.Sprintf("if%d_*", web.HostIndex)))
 		if len(pins) > 0 {
 			t.Fatalf("link pins left: %v", pins)
 		}

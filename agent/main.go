@@ -25,6 +25,7 @@ import (
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/events"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // PodByIP returns the (non host-network) pod with address ip, from the informer cache.
@@ -87,11 +88,11 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 
 // ConfigureDatapath applies the node-wide switches of cfg.
 func ConfigureDatapath(d *datapath.Datapath, cfg Config) error {
-	em, err := events.ParseMode(cfg.EventMode)
+	em, err := contract.ParseEventLogMode(string(cfg.EventMode))
 	if err != nil {
 		return err
 	}
-	if err := d.SetEventMode(em.DatapathMode()); err != nil {
+	if err := d.SetEventMode(events.DatapathMode(em)); err != nil {
 		return fmt.Errorf("set event mode: %w", err)
 	}
 	burst := uint32(cfg.EventRate / 5)
@@ -101,7 +102,7 @@ func ConfigureDatapath(d *datapath.Datapath, cfg Config) error {
 	if err := d.SetRateLimit(uint32(cfg.EventRate), burst); err != nil {
 		return fmt.Errorf("set event rate: %w", err)
 	}
-	if err := d.SetGlobalAudit(cfg.Mode == ModeAudit); err != nil {
+	if err := d.SetGlobalAudit(cfg.Mode == contract.ModeAudit); err != nil {
 		return fmt.Errorf("set audit: %w", err)
 	}
 	if err := d.SetAllowHost(cfg.AllowHost); err != nil {
@@ -142,7 +143,7 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp, cfg.Mode == ModeAudit), Registerer: reg, Log: log})
+	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp, cfg.Mode == contract.ModeAudit), Registerer: reg, Log: log})
 	if err != nil {
 		return err
 	}
@@ -161,13 +162,12 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 		defer f.Close()
 		w = io.MultiWriter(stdout, f)
 	}
-	em, _ := events.ParseMode(cfg.EventMode)
-	if em != events.ModeNone {
+	if cfg.EventMode != contract.EventLogNone { // Validate parsed it
 		rd, err := dp.NewEventReader()
 		if err != nil {
 			return err
 		}
-		go func() { errc <- events.Run(ctx, rd, events.NewLogger(w, cfg.NodeName, em, a)) }()
+		go func() { errc <- events.Run(ctx, rd, events.NewLogger(w, cfg.NodeName, cfg.EventMode, a)) }()
 	}
 	if cfg.MetricsAddr != "" {
 		srv, err := serveMetrics(ctx, cfg.MetricsAddr, reg, a)

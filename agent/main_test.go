@@ -24,6 +24,7 @@ import (
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
 )
 
@@ -91,7 +92,7 @@ func TestPrivilegedMainAuditMode(t *testing.T) {
 
 	cfg := agent.DefaultConfig()
 	cfg.NodeName = nodeName
-	cfg.Mode = agent.ModeAudit
+	cfg.Mode = contract.ModeAudit
 	cfg.ExcludedNamespaces = []string{"default"} // no default-deny controller runs here
 	cfg.Kubeconfig = writeKubeconfig(t, rc)
 	cfg.MetricsAddr = freePort(t)

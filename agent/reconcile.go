@@ -19,6 +19,7 @@ import (
 	"github.com/strictgate/strictgate/agent/gate"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // --- informer events -> compiler -> queue ------------------------------------------
@@ -50,7 +51,7 @@ func (a *Agent) addHandlers() error {
 		DeleteFunc: func(o any) {
 			if k, ok := keyOf(o); ok {
 				a.apply(func() []types.NamespacedName {
-					if k.Name == DefaultDenyName {
+					if k.Name == contract.DefaultDenyPolicy {
 						delete(a.denyNS, k.Namespace)
 					}
 					return a.comp.DeletePolicy(k)
@@ -141,7 +142,7 @@ func (a *Agent) onPolicy(o any) {
 		changed, err := a.comp.UpsertPolicy(np)
 		if err != nil {
 			a.log.Error(err, "compile NetworkPolicy", "policy", np.Namespace+"/"+np.Name)
-		} else if np.Name == DefaultDenyName && !a.denyNS[np.Namespace] {
+		} else if np.Name == contract.DefaultDenyPolicy && !a.denyNS[np.Namespace] {
 			// The pods of the namespace that wait for it may be programmed now.
 			a.denyNS[np.Namespace] = true
 			changed = append(changed, a.localPodsIn(np.Namespace)...)
@@ -275,7 +276,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	}
 	if err != nil {
 		a.setStatus(key, statusFailed)
-		if _, gerr := a.setCondition(ctx, pod, st, gate.Condition{Status: corev1.ConditionFalse, Reason: gate.ReasonInterfaceNotFound,
+		if _, gerr := a.setCondition(ctx, pod, st, gate.Condition{Status: corev1.ConditionFalse, Reason: contract.ReasonInterfaceNotFound,
 			Message: fmt.Sprintf("no host-side interface for %s: %v", ip, err)}); gerr != nil {
 			return errors.Join(err, gerr)
 		}
@@ -297,7 +298,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	// its rules, without a window in the closed initial state.
 	if err := a.deps.Datapath.Register(ifc.Index, a.cfg.Mode.InitialState()); err != nil {
 		a.m.datapathErrors.WithLabelValues("register").Inc()
-		return a.fail(ctx, pod, st, key, gate.ReasonProgrammingFailed, fmt.Errorf("register %s: %w", ifc, err))
+		return a.fail(ctx, pod, st, key, contract.ReasonProgrammingFailed, fmt.Errorf("register %s: %w", ifc, err))
 	}
 	a.mu.Lock()
 	deep := st.deepVerify
@@ -311,13 +312,13 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	if !rulesOK {
 		if err := a.deps.Datapath.Program(ifc.Index, r); err != nil {
 			a.m.datapathErrors.WithLabelValues("program").Inc()
-			return a.fail(ctx, pod, st, key, gate.ReasonProgrammingFailed, fmt.Errorf("program %s: %w", ifc, err))
+			return a.fail(ctx, pod, st, key, contract.ReasonProgrammingFailed, fmt.Errorf("program %s: %w", ifc, err))
 		}
 	}
 	// Always: Attach re-attaches hooks someone removed and is a no-op otherwise.
 	if err := a.deps.Datapath.Attach(ifc.Index, a.cfg.Mode.InitialState()); err != nil {
 		a.m.datapathErrors.WithLabelValues("attach").Inc()
-		return a.fail(ctx, pod, st, key, gate.ReasonProgrammingFailed, fmt.Errorf("attach to %s: %w", ifc, err))
+		return a.fail(ctx, pod, st, key, contract.ReasonProgrammingFailed, fmt.Errorf("attach to %s: %w", ifc, err))
 	}
 	if !rulesOK || !attached {
 		// Read back: the condition may only say what the kernel holds.
@@ -327,7 +328,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 			if err == nil {
 				err = fmt.Errorf("kernel state differs from what was written (rules match %v, attached %v)", rulesOK, attached)
 			}
-			return a.fail(ctx, pod, st, key, gate.ReasonKernelMismatch, fmt.Errorf("verify %s: %w", ifc, err))
+			return a.fail(ctx, pod, st, key, contract.ReasonKernelMismatch, fmt.Errorf("verify %s: %w", ifc, err))
 		}
 	}
 	a.mu.Lock()
@@ -338,7 +339,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	st.status = statusProgrammed
 	st.programmedOnce = true
 	a.mu.Unlock()
-	_, err = a.setCondition(ctx, pod, st, gate.Condition{Status: corev1.ConditionTrue, Reason: gate.ReasonProgrammed, Message: msg})
+	_, err = a.setCondition(ctx, pod, st, gate.Condition{Status: corev1.ConditionTrue, Reason: contract.ReasonProgrammed, Message: msg})
 	return err
 }
 
@@ -349,7 +350,7 @@ func (a *Agent) fail(ctx context.Context, pod *corev1.Pod, st *podState, key typ
 	a.setStatus(key, statusFailed)
 	var errs []error
 	errs = append(errs, cause)
-	if a.cfg.Mode == ModeStrict && st.ifindex != 0 {
+	if a.cfg.Mode == contract.ModeStrict && st.ifindex != 0 {
 		if err := a.deps.Datapath.Close(st.ifindex); err != nil {
 			a.m.datapathErrors.WithLabelValues("close").Inc()
 			errs = append(errs, fmt.Errorf("close %s after failure: %w", key, err))
@@ -489,7 +490,7 @@ func (a *Agent) describe(key types.NamespacedName) string {
 		parts = append(parts, d.String()+": "+strings.Join(names, ", "))
 	}
 	head := "Policy programmed in the kernel. "
-	if a.cfg.Mode == ModeAudit {
+	if a.cfg.Mode == contract.ModeAudit {
 		head = "Policy programmed in the kernel in audit mode (would-be drops are logged, not enforced). "
 	}
 	return head + strings.Join(parts, "; ")

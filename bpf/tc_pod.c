@@ -135,6 +135,9 @@ const enum sg_stat *unused_sg_stat __attribute__((unused));
 const enum sg_state *unused_sg_state __attribute__((unused));
 const enum sg_dir *unused_sg_dir __attribute__((unused));
 const enum sg_verdict *unused_sg_verdict __attribute__((unused));
+const enum sg_rule *unused_sg_rule __attribute__((unused));
+const enum sg_limit *unused_sg_limit __attribute__((unused));
+const enum sg_size *unused_sg_size __attribute__((unused));
 
 #define IPPROTO_ICMPV6_ 58
 #define IPPROTO_SCTP_ 132

@@ -12,10 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
 	"net/netip"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -23,30 +21,26 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // PluginType is the "type" of the conflist entry (and the binary's name in the CNI bin
 // directory).
 const PluginType = "strictgate"
 
-// Modes, as the agent's --mode.
-const (
-	ModeStrict   = "strict"
-	ModeStandard = "standard"
-	ModeAudit    = "audit"
-)
+// ModeStrict is the mode of an entry that names none (contract.ModeStrict).
+const ModeStrict = contract.ModeStrict
 
 // NetConf is the plugin's entry in a conflist.
 type NetConf struct {
 	types.PluginConf
-	// Mode is strict (default), standard or audit.
-	Mode string `json:"mode,omitempty"`
-	// PinRoot is the datapath's bpffs directory (default datapath.DefaultPinRoot).
+	// Mode is strict (default), standard or audit, as the agent's --mode.
+	Mode contract.Mode `json:"mode,omitempty"`
+	// PinRoot is the datapath's bpffs directory (default contract.DefaultPinRoot).
 	PinRoot string `json:"pinRoot,omitempty"`
 	// LogFile, if set, receives one line per operation (the runtime discards stderr).
 	LogFile string `json:"logFile,omitempty"`
@@ -54,8 +48,8 @@ type NetConf struct {
 
 // Entry returns the plugin's conflist entry, to append to the "plugins" list after
 // the main plugin.
-func Entry(mode, pinRoot, logFile string) map[string]any {
-	e := map[string]any{"type": PluginType, "mode": mode, "pinRoot": pinRoot}
+func Entry(mode contract.Mode, pinRoot, logFile string) map[string]any {
+	e := map[string]any{"type": PluginType, "mode": string(mode), "pinRoot": pinRoot}
 	if logFile != "" {
 		e["logFile"] = logFile
 	}
@@ -63,7 +57,7 @@ func Entry(mode, pinRoot, logFile string) map[string]any {
 }
 
 // EntryJSON is Entry as JSON.
-func EntryJSON(mode, pinRoot, logFile string) ([]byte, error) {
+func EntryJSON(mode contract.Mode, pinRoot, logFile string) ([]byte, error) {
 	return json.Marshal(Entry(mode, pinRoot, logFile))
 }
 
@@ -113,16 +107,13 @@ func parse(stdin []byte) (*NetConf, error) {
 	if err := json.Unmarshal(stdin, conf); err != nil {
 		return nil, fmt.Errorf("parse network configuration: %w", err)
 	}
-	switch conf.Mode {
-	case "":
+	if conf.Mode == "" {
 		conf.Mode = ModeStrict
-	case ModeStrict, ModeStandard, ModeAudit:
-	default:
-		return nil, fmt.Errorf("unknown mode %q in the strictgate conflist entry: want strict, standard or audit", conf.Mode)
 	}
-	if conf.PinRoot == "" {
-		conf.PinRoot = datapath.DefaultPinRoot
+	if _, err := contract.ParseMode(string(conf.Mode)); err != nil {
+		return nil, fmt.Errorf("strictgate conflist entry: %w", err)
 	}
+	conf.PinRoot = contract.PinsAt(conf.PinRoot).Root()
 	if conf.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
 			return nil, fmt.Errorf("parse prevResult: %w", err)
@@ -191,13 +182,6 @@ func prevResult(conf *NetConf) (*types100.Result, error) {
 	return res, nil
 }
 
-func initialState(mode string) rules.State {
-	if mode == ModeStandard {
-		return rules.StateUnprogrammedAllow
-	}
-	return rules.StateUnprogrammedDeny
-}
-
 // Add attaches the datapath and passes prevResult through.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	conf, err := parse(args.StdinData)
@@ -210,7 +194,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	if err := p.attach(conf, res); err != nil {
 		conf.logf("ADD %s: %v", args.ContainerID, err)
-		if conf.Mode == ModeStrict {
+		if conf.Mode.FailsClosed() {
 			return types.NewError(types.ErrInternal, "strictgate could not close the pod", err.Error())
 		}
 		// Unprogrammed-allow is open anyway: the agent attaches when it sees the pod.
@@ -228,11 +212,11 @@ func (p *Plugin) attach(conf *NetConf, res *types100.Result) error {
 		return fmt.Errorf("open datapath at %s: %w", conf.PinRoot, err)
 	}
 	defer dp.Close()
-	s := initialState(conf.Mode)
+	s := conf.Mode.InitialState()
 	if _, err := dp.Attach(ifindex, s, s); err != nil {
 		return fmt.Errorf("attach to %s (ifindex %d): %w", name, ifindex, err)
 	}
-	if conf.Mode == ModeAudit {
+	if conf.Mode.Audits() {
 		if err := dp.SetAudit(ifindex, true); err != nil {
 			return fmt.Errorf("audit on %s: %w", name, err)
 		}
@@ -311,14 +295,12 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	var st unix.Statfs_t
-	if _, err := os.Stat(filepath.Join(conf.PinRoot, "maps", "sg_cfg")); err == nil &&
-		unix.Statfs(conf.PinRoot, &st) == nil && st.Type == unix.BPF_FS_MAGIC {
+	if datapath.Pinned(conf.PinRoot) {
 		return nil
 	}
 	dp, err := p.Open(conf.PinRoot)
 	if err != nil {
-		if conf.Mode != ModeStrict {
+		if !conf.Mode.FailsClosed() {
 			return nil
 		}
 		return types.NewError(types.ErrPluginNotAvailable, "strictgate datapath unavailable", err.Error())

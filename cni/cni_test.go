@@ -20,6 +20,7 @@ import (
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
 	"github.com/strictgate/strictgate/agent/rules"
 	"github.com/strictgate/strictgate/cni"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // The test binary doubles as the plugin binary, so the plugin is exercised exactly as
@@ -72,7 +73,7 @@ func result(p *netdevtest.Pod) *types100.Result {
 
 func netconf(t *testing.T, mode, pinRoot string, prev *types100.Result) []byte {
 	t.Helper()
-	e := cni.Entry(mode, pinRoot, filepath.Join(t.TempDir(), "cni.log"))
+	e := cni.Entry(contract.Mode(mode), pinRoot, filepath.Join(t.TempDir(), "cni.log"))
 	e["cniVersion"] = "1.1.0"
 	e["name"] = "k8s-pod-network"
 	if prev != nil {

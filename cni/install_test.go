@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/strictgate/strictgate/cni"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 func TestPatchConfList(t *testing.T) {
@@ -54,7 +55,7 @@ func TestPatchConfList(t *testing.T) {
 		{"", true, true, "[ptp: portmap:]"},
 		{"", true, false, "[ptp: portmap:]"},
 	} {
-		got, changed, err := cni.PatchConfList(dir, cni.Entry(step.mode, "/sys/fs/bpf/strictgate", ""), step.remove)
+		got, changed, err := cni.PatchConfList(dir, cni.Entry(contract.Mode(step.mode), "/sys/fs/bpf/strictgate", ""), step.remove)
 		if err != nil || got != path || changed != step.changed {
 			t.Fatalf("PatchConfList(%q, remove %v) = %s, %v, %v; want %s, changed %v", step.mode, step.remove, got, changed, err, path, step.changed)
 		}

@@ -1,5 +1,5 @@
 # SG010: a policy the eBPF datapath cannot hold would leave its pods unprogrammed.
-# The limits come from agent/rules/limits.go through input.limits.
+# The limits come from internal/contract (bpf/include/limits.h) through input.limits.
 package strictgate.rules.sg010
 
 import data.strictgate.lib

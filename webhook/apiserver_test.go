@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
 	"github.com/strictgate/strictgate/webhook/defaultdeny"
 	"github.com/strictgate/strictgate/webhook/enforce"
@@ -349,7 +350,7 @@ func testPod(name string, mutate ...func(*corev1.Pod)) *corev1.Pod {
 func gateCount(p *corev1.Pod) int {
 	n := 0
 	for _, g := range p.Spec.ReadinessGates {
-		if g.ConditionType == GateConditionType {
+		if g.ConditionType == contract.ConditionType {
 			n++
 		}
 	}
@@ -403,7 +404,7 @@ func (e *env) testPodGate(t *testing.T) {
 	}{
 		{"enforced namespace gets the gate", "pods-enforced", testPod("plain"), 1},
 		{"gate already present is not duplicated", "pods-enforced", testPod("has-gate", func(p *corev1.Pod) {
-			p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "example.com/other"}, {ConditionType: GateConditionType}}
+			p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "example.com/other"}, {ConditionType: contract.ConditionType}}
 		}), 1},
 		{"other gates are kept and ours appended", "pods-enforced", testPod("other-gate", func(p *corev1.Pod) {
 			p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "example.com/other"}}
@@ -526,8 +527,8 @@ func (e *env) getNP(ns, name string) (*networkingv1.NetworkPolicy, error) {
 func (e *env) wantGenerated(t *testing.T, ns string, present bool) {
 	t.Helper()
 	want := map[string]*networkingv1.NetworkPolicy{
-		defaultdeny.DenyName: defaultdeny.DenyPolicy(ns),
-		defaultdeny.DNSName:  defaultdeny.DNSPolicyFor(ns, defaultdeny.DefaultDNSNamespace, defaultdeny.DefaultDNSPodLabels),
+		contract.DefaultDenyPolicy: defaultdeny.DenyPolicy(ns),
+		contract.AllowDNSPolicy:    defaultdeny.DNSPolicyFor(ns, defaultdeny.DefaultDNSNamespace, defaultdeny.DefaultDNSPodLabels),
 	}
 	eventually(t, 20*time.Second, fmt.Sprintf("generated policies in %s present=%v", ns, present), func() error {
 		for name, w := range want {
@@ -569,7 +570,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 		// Hygiene rule SG011 (webhook/networkpolicy.go) guards them even against
 		// cluster admins; the tests below change them as strictgate's own account to
 		// simulate drift.
-		np, err := e.getNP(ns, defaultdeny.DenyName)
+		np, err := e.getNP(ns, contract.DefaultDenyPolicy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -582,7 +583,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 		}
 	})
 	t.Run("re-created after deletion", func(t *testing.T) {
-		for _, name := range []string{defaultdeny.DenyName, defaultdeny.DNSName} {
+		for _, name := range []string{contract.DefaultDenyPolicy, contract.AllowDNSPolicy} {
 			np, err := e.getNP(ns, name)
 			if err != nil {
 				t.Fatal(err)
@@ -604,16 +605,16 @@ func (e *env) testDefaultDeny(t *testing.T) {
 		e.wantGenerated(t, ns, true)
 	})
 	t.Run("restored after an edit", func(t *testing.T) {
-		np, err := e.getNP(ns, defaultdeny.DNSName)
+		np, err := e.getNP(ns, contract.AllowDNSPolicy)
 		if err != nil {
 			t.Fatal(err)
 		}
 		np.Spec.Egress = nil // now it only isolates egress: a change with teeth
-		delete(np.Labels, defaultdeny.ManagedByLabel)
+		delete(np.Labels, contract.ManagedByLabel)
 		if err := e.self.Update(ctx, np); err != nil {
 			t.Fatal(err)
 		}
-		deny, err := e.getNP(ns, defaultdeny.DenyName)
+		deny, err := e.getNP(ns, contract.DefaultDenyPolicy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -638,7 +639,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 		if err := e.admin.Update(ctx, nsObj); err != nil {
 			t.Fatal(err)
 		}
-		np, err := e.getNP(ns, defaultdeny.DenyName)
+		np, err := e.getNP(ns, contract.DefaultDenyPolicy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -684,7 +685,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 		foreign.Labels = nil
 		mustCreate(t, e.admin, foreign)
 		time.Sleep(2 * time.Second)
-		if _, err := e.getNP("dd-foreign", defaultdeny.DenyName); err != nil {
+		if _, err := e.getNP("dd-foreign", contract.DefaultDenyPolicy); err != nil {
 			t.Fatalf("user's policy was touched: %v", err)
 		}
 	})
@@ -776,14 +777,14 @@ func (e *env) testGateGuard(t *testing.T) {
 	// The API server picks the policy up asynchronously; until then the random user
 	// gets through. Wait until it is refused.
 	eventually(t, 30*time.Second, "gate guard active", func() error {
-		err := setCondition(random, GateConditionType, corev1.ConditionTrue, false)
+		err := setCondition(random, contract.ConditionType, corev1.ConditionTrue, false)
 		if err != nil && strings.Contains(err.Error(), g.Policy.Name) {
 			return nil
 		}
 		return fmt.Errorf("random user's change: %v", err)
 	})
 	// Put the condition into a known state as the legitimate agent.
-	if err := setCondition(agentOnA, GateConditionType, corev1.ConditionFalse, false); err != nil {
+	if err := setCondition(agentOnA, contract.ConditionType, corev1.ConditionFalse, false); err != nil {
 		t.Fatalf("agent on the pod's node: %v", err)
 	}
 
@@ -794,14 +795,14 @@ func (e *env) testGateGuard(t *testing.T) {
 		remove    bool
 		wantAllow bool
 	}{
-		{"random user sets the gate", random, GateConditionType, false, false},
-		{"random user removes the gate", random, GateConditionType, true, false},
-		{"agent of another node", agentOnB, GateConditionType, false, false},
-		{"service account without the setter role", otherSA, GateConditionType, false, false},
-		{"kubelet changes the gate", kubelet, GateConditionType, false, false},
-		{"agent of the pod's node", agentOnA, GateConditionType, false, true},
-		{"agent with a token not bound to a node", agentNoNode, GateConditionType, false, false},
-		{"agent with a token not bound to a node removes the gate", agentNoNode, GateConditionType, true, false},
+		{"random user sets the gate", random, contract.ConditionType, false, false},
+		{"random user removes the gate", random, contract.ConditionType, true, false},
+		{"agent of another node", agentOnB, contract.ConditionType, false, false},
+		{"service account without the setter role", otherSA, contract.ConditionType, false, false},
+		{"kubelet changes the gate", kubelet, contract.ConditionType, false, false},
+		{"agent of the pod's node", agentOnA, contract.ConditionType, false, true},
+		{"agent with a token not bound to a node", agentNoNode, contract.ConditionType, false, false},
+		{"agent with a token not bound to a node removes the gate", agentNoNode, contract.ConditionType, true, false},
 		{"kubelet changes another condition", kubelet, string(corev1.ContainersReady), false, true},
 		{"random user changes another condition", random, "example.com/other", false, true},
 		{"agent of another node changes another condition", agentOnB, "example.com/other", false, true},
@@ -895,7 +896,7 @@ func (e *env) testGateGuard(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				checkGuard(t, setCondition(tt.c, GateConditionType, tt.status, tt.remove), tt.wantAllow)
+				checkGuard(t, setCondition(tt.c, contract.ConditionType, tt.status, tt.remove), tt.wantAllow)
 			})
 		}
 	})

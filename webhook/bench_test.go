@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // benchPod is a realistic pod as the API server sends it at CREATE: labels, two
@@ -52,7 +54,7 @@ func BenchmarkPodMutation(b *testing.B) {
 	})
 	b.Run("handler-already-gated", func(b *testing.B) {
 		gated := benchPod()
-		gated.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: GateConditionType}}
+		gated.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: contract.ConditionType}}
 		r := podRequest("team-a", admissionv1.Create, podJSON(b, gated))
 		b.ReportAllocs()
 		for b.Loop() {

@@ -19,9 +19,6 @@ import (
 
 // Names other components and the chart depend on.
 const (
-	// GateConditionType is the pod readiness gate and condition (DESIGN.md).
-	GateConditionType = "strictgate.dev/policy-programmed"
-
 	// PathMutatePod, PathValidateNamespace and PathValidateNetworkPolicy are the HTTPS
 	// paths the webhook configurations point at.
 	PathMutatePod             = "/mutate-v1-pod"

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
@@ -92,7 +93,7 @@ func applyPatch(t testing.TB, raw []byte, resp admission.Response) []byte {
 
 func TestPodMutator(t *testing.T) {
 	other := corev1.PodReadinessGate{ConditionType: "example.com/other"}
-	ours := corev1.PodReadinessGate{ConditionType: GateConditionType}
+	ours := corev1.PodReadinessGate{ConditionType: contract.ConditionType}
 	pod := func(gates []corev1.PodReadinessGate, hostNet bool) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{ReadinessGates: gates, HostNetwork: hostNet}}
 	}
@@ -105,11 +106,11 @@ func TestPodMutator(t *testing.T) {
 		wantGates []string
 		wantPatch bool
 	}{
-		{"no gates", "team-a", admissionv1.Create, podJSON(t, pod(nil, false)), 0, []string{GateConditionType}, true},
-		{"empty gate list", "team-a", admissionv1.Create, podJSON(t, pod([]corev1.PodReadinessGate{}, false)), 0, []string{GateConditionType}, true},
-		{"other gate kept first", "team-a", admissionv1.Create, podJSON(t, pod([]corev1.PodReadinessGate{other}, false)), 0, []string{"example.com/other", GateConditionType}, true},
-		{"already gated", "team-a", admissionv1.Create, podJSON(t, pod([]corev1.PodReadinessGate{other, ours}, false)), 0, []string{"example.com/other", GateConditionType}, false},
-		{"explicit null gates", "team-a", admissionv1.Create, []byte(`{"apiVersion":"v1","kind":"Pod","spec":{"readinessGates":null}}`), 0, []string{GateConditionType}, true},
+		{"no gates", "team-a", admissionv1.Create, podJSON(t, pod(nil, false)), 0, []string{contract.ConditionType}, true},
+		{"empty gate list", "team-a", admissionv1.Create, podJSON(t, pod([]corev1.PodReadinessGate{}, false)), 0, []string{contract.ConditionType}, true},
+		{"other gate kept first", "team-a", admissionv1.Create, podJSON(t, pod([]corev1.PodReadinessGate{other}, false)), 0, []string{"example.com/other", contract.ConditionType}, true},
+		{"already gated", "team-a", admissionv1.Create, podJSON(t, pod([]corev1.PodReadinessGate{other, ours}, false)), 0, []string{"example.com/other", contract.ConditionType}, false},
+		{"explicit null gates", "team-a", admissionv1.Create, []byte(`{"apiVersion":"v1","kind":"Pod","spec":{"readinessGates":null}}`), 0, []string{contract.ConditionType}, true},
 		{"host network", "team-a", admissionv1.Create, podJSON(t, pod(nil, true)), 0, nil, false},
 		{"opted out", "optout", admissionv1.Create, podJSON(t, pod(nil, false)), 0, nil, false},
 		{"configured exclusion", "legacy", admissionv1.Create, podJSON(t, pod(nil, false)), 0, nil, false},
@@ -118,7 +119,7 @@ func TestPodMutator(t *testing.T) {
 		{"update is not mutated", "team-a", admissionv1.Update, podJSON(t, pod(nil, false)), 0, nil, false},
 		{"namespace lookup fails: fail closed", "broken", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusServiceUnavailable, nil, false},
 		// Not found is an answer, not an outage: enforced by default (found by test/webhookprobe).
-		{"unknown namespace: enforced by default", "nowhere", admissionv1.Create, podJSON(t, pod(nil, false)), 0, []string{GateConditionType}, true},
+		{"unknown namespace: enforced by default", "nowhere", admissionv1.Create, podJSON(t, pod(nil, false)), 0, []string{contract.ConditionType}, true},
 		{"no namespace in request", "", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusBadRequest, nil, false},
 		// Found by test/webhookprobe: "a/b" made the live namespace GET fail (a 503).
 		{"namespace with a slash", "a/b", admissionv1.Create, podJSON(t, pod(nil, false)), http.StatusBadRequest, nil, false},
@@ -127,7 +128,7 @@ func TestPodMutator(t *testing.T) {
 		{"not JSON", "team-a", admissionv1.Create, []byte("{"), http.StatusBadRequest, nil, false},
 		{"object of another kind", "team-a", admissionv1.Create, []byte(`{"apiVersion":"v1","kind":"Namespace","spec":{}}`), http.StatusBadRequest, nil, false},
 		{"no spec", "team-a", admissionv1.Create, []byte(`{"apiVersion":"v1","kind":"Pod"}`), http.StatusBadRequest, nil, false},
-		{"field names are case-sensitive", "team-a", admissionv1.Create, []byte(`{"apiVersion":"v1","kind":"Pod","spec":{"HostNetwork":true}}`), 0, []string{GateConditionType}, true},
+		{"field names are case-sensitive", "team-a", admissionv1.Create, []byte(`{"apiVersion":"v1","kind":"Pod","spec":{"HostNetwork":true}}`), 0, []string{contract.ConditionType}, true},
 	}
 	m := testMutator()
 	for _, tt := range tests {

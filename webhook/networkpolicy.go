@@ -22,14 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
 
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/webhook/hygiene"
-)
-
-// Names of the policies the default-deny controller generates (DESIGN.md); only
-// strictgate's own service account may update or delete them (rule SG011).
-const (
-	DefaultDenyPolicyName = "strictgate-default-deny"
-	AllowDNSPolicyName    = "strictgate-allow-dns"
 )
 
 // ControlPlaneDeleters delete every object of a namespace being deleted (the
@@ -94,7 +88,7 @@ func NewNetworkPolicyValidator(rules NetworkPolicyRules, reader client.Reader, o
 	}
 	protected := opts.ProtectedPolicies
 	if protected == nil {
-		protected = []string{DefaultDenyPolicyName, AllowDNSPolicyName}
+		protected = contract.GeneratedPolicies() // only strictgate may change them (SG011)
 	}
 	v := &NetworkPolicyValidator{
 		rules: rules,

@@ -28,6 +28,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
 	"github.com/strictgate/strictgate/webhook/hygiene"
 )
@@ -582,7 +583,7 @@ func (h *hygEnv) testProtected(t *testing.T) {
 	alice := h.impersonate(t, "alice")
 	sa := h.impersonate(t, hygSA, "system:serviceaccounts", "system:serviceaccounts:strictgate")
 
-	for _, name := range []string{DefaultDenyPolicyName, AllowDNSPolicyName} {
+	for _, name := range []string{contract.DefaultDenyPolicy, contract.AllowDNSPolicy} {
 		t.Run(name, func(t *testing.T) {
 			gen := &networkingv1.NetworkPolicy{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: hygGuarded},
@@ -590,7 +591,7 @@ func (h *hygEnv) testProtected(t *testing.T) {
 					PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 				},
 			}
-			if name == AllowDNSPolicyName {
+			if name == contract.AllowDNSPolicy {
 				gen.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
 				gen.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{dnsRule}
 			}

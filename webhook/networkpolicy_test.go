@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/webhook/hygiene"
 )
 
@@ -101,9 +102,9 @@ func benchFacts(n int) *memFacts {
 	}
 	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
 	f.policies = append(f.policies,
-		networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: DefaultDenyPolicyName},
+		networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: contract.DefaultDenyPolicy},
 			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{"Ingress", "Egress"}}},
-		networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: AllowDNSPolicyName},
+		networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: contract.AllowDNSPolicy},
 			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{"Egress"}, Egress: []networkingv1.NetworkPolicyEgressRule{{
 				To:    []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "kube-system"}}}},
 				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: portNum(53)}, {Protocol: &tcp, Port: portNum(53)}},
@@ -165,12 +166,12 @@ func TestNetworkPolicyValidatorResponses(t *testing.T) {
 	dryRun := npRequest(admissionv1.Create, openPolicy, "")
 	yes := true
 	dryRun.DryRun = &yes
-	saDelete := npRequest(admissionv1.Delete, "", named(DefaultDenyPolicyName))
+	saDelete := npRequest(admissionv1.Delete, "", named(contract.DefaultDenyPolicy))
 	saDelete.UserInfo.Username = hygSA
 	saOpen := npRequest(admissionv1.Create, openPolicy, "")
 	saOpen.UserInfo.Username = hygSA
 	bareDelete := npRequest(admissionv1.Delete, "", "")
-	bareDelete.Name = DefaultDenyPolicyName
+	bareDelete.Name = contract.DefaultDenyPolicy
 
 	for _, tc := range []struct {
 		name     string
@@ -186,7 +187,7 @@ func TestNetworkPolicyValidatorResponses(t *testing.T) {
 		{name: "dry run judged the same", req: dryRun, code: http.StatusForbidden, contains: "SG001-open-rule"},
 		{name: "update judged", req: npRequest(admissionv1.Update, openPolicy, benchPolicy), code: http.StatusForbidden, contains: "SG001-open-rule"},
 		{name: "delete of a bad policy allowed", req: npRequest(admissionv1.Delete, "", openPolicy), allowed: true},
-		{name: "delete of default-deny refused", req: npRequest(admissionv1.Delete, "", named(DefaultDenyPolicyName)), code: http.StatusForbidden, contains: "SG011-protected-policy"},
+		{name: "delete of default-deny refused", req: npRequest(admissionv1.Delete, "", named(contract.DefaultDenyPolicy)), code: http.StatusForbidden, contains: "SG011-protected-policy"},
 		{name: "delete without oldObject uses the name", req: bareDelete, code: http.StatusForbidden, contains: "SG011-protected-policy"},
 		{name: "service account may delete", req: saDelete, allowed: true},
 		{name: "service account not judged", req: saOpen, allowed: true},

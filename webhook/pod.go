@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
 
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
@@ -55,11 +56,11 @@ type podFields struct {
 var (
 	gatePatchNew = []jsonpatch.JsonPatchOperation{{
 		Operation: "add", Path: "/spec/readinessGates",
-		Value: []any{map[string]any{"conditionType": GateConditionType}},
+		Value: []any{map[string]any{"conditionType": contract.ConditionType}},
 	}}
 	gatePatchAppend = []jsonpatch.JsonPatchOperation{{
 		Operation: "add", Path: "/spec/readinessGates/-",
-		Value: map[string]any{"conditionType": GateConditionType},
+		Value: map[string]any{"conditionType": contract.ConditionType},
 	}}
 )
 
@@ -81,7 +82,7 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		return admission.Allowed("host-network pod: not gated")
 	}
 	for _, g := range pod.Spec.ReadinessGates {
-		if g.ConditionType == GateConditionType {
+		if g.ConditionType == contract.ConditionType {
 			return admission.Allowed("readiness gate already present")
 		}
 	}
@@ -115,7 +116,7 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if pod.Spec.ReadinessGates == nil {
 		patch = gatePatchNew
 	}
-	return admission.Patched("added readiness gate "+GateConditionType, patch...)
+	return admission.Patched("added readiness gate "+contract.ConditionType, patch...)
 }
 
 // checkRequest rejects requests that cannot have come from an API server configured

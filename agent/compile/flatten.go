@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // flat gathers rule items (cidr, excepts, ports) and turns them into LPM entries.
@@ -249,12 +250,12 @@ func equalDir(a, b *rules.DirectionRules) bool {
 func CheckLimits(r *rules.PodRules) error {
 	for _, d := range []rules.Direction{rules.Ingress, rules.Egress} {
 		dr := r.Dir(d)
-		if n := len(dr.Entries); n > rules.MaxPrefixesPerPodDirection {
-			return fmt.Errorf("%s rules have %d prefixes, the datapath holds at most %d per pod and direction", d, n, rules.MaxPrefixesPerPodDirection)
+		if n := len(dr.Entries); n > contract.MaxPrefixesPerPodDirection {
+			return fmt.Errorf("%s rules have %d prefixes, the datapath holds at most %d per pod and direction", d, n, contract.MaxPrefixesPerPodDirection)
 		}
 		for _, e := range dr.Entries {
-			if n := len(e.Ports); n > rules.MaxPortRulesPerEntry {
-				return fmt.Errorf("%s rules for %s have %d port rules, the datapath holds at most %d", d, e.Prefix, n, rules.MaxPortRulesPerEntry)
+			if n := len(e.Ports); n > contract.MaxPortRulesPerEntry {
+				return fmt.Errorf("%s rules for %s have %d port rules, the datapath holds at most %d", d, e.Prefix, n, contract.MaxPortRulesPerEntry)
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // TestRuleIDsStable: a rule's ID depends only on (policy, direction, index), whatever
@@ -64,15 +65,15 @@ func TestRuleIDCollision(t *testing.T) {
 }
 
 func TestCheckLimits(t *testing.T) {
-	ok := &rules.PodRules{Ingress: rules.DirectionRules{State: rules.StateIsolated, Entries: []rules.Entry{{Ports: make([]rules.PortRule, rules.MaxPortRulesPerEntry)}}}}
+	ok := &rules.PodRules{Ingress: rules.DirectionRules{State: rules.StateIsolated, Entries: []rules.Entry{{Ports: make([]rules.PortRule, contract.MaxPortRulesPerEntry)}}}}
 	if err := CheckLimits(ok); err != nil {
 		t.Fatalf("at the limit: %v", err)
 	}
-	tooManyPorts := &rules.PodRules{Egress: rules.DirectionRules{State: rules.StateIsolated, Entries: []rules.Entry{{Ports: make([]rules.PortRule, rules.MaxPortRulesPerEntry+1)}}}}
+	tooManyPorts := &rules.PodRules{Egress: rules.DirectionRules{State: rules.StateIsolated, Entries: []rules.Entry{{Ports: make([]rules.PortRule, contract.MaxPortRulesPerEntry+1)}}}}
 	if err := CheckLimits(tooManyPorts); err == nil {
 		t.Fatal("too many port rules accepted")
 	}
-	tooManyPrefixes := &rules.PodRules{Ingress: rules.DirectionRules{State: rules.StateIsolated, Entries: make([]rules.Entry, rules.MaxPrefixesPerPodDirection+1)}}
+	tooManyPrefixes := &rules.PodRules{Ingress: rules.DirectionRules{State: rules.StateIsolated, Entries: make([]rules.Entry, contract.MaxPrefixesPerPodDirection+1)}}
 	if err := CheckLimits(tooManyPrefixes); err == nil {
 		t.Fatal("too many prefixes accepted")
 	}

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // extent is a range [off, off+n) of the port table.
@@ -99,8 +99,8 @@ func (t *portTable) ref(rs []bpfSgPortRule) (*portList, error) {
 		return nil, &quarantineWait{until: last, n: n}
 	}
 	if !ok {
-		return nil, fmt.Errorf("%w: no room for %d more port rules in the port table (%d of rules.MaxPortRules (%d) free, largest free range %d)",
-			ErrCapacity, n, t.freeCount(), rules.MaxPortRules, t.largestFree())
+		return nil, fmt.Errorf("%w: no room for %d more port rules in the port table (%d of contract.MaxPortRules (%d) free, largest free range %d)",
+			ErrCapacity, n, t.freeCount(), contract.MaxPortRules, t.largestFree())
 	}
 	l := &portList{off: off, rules: rs, key: key, refs: 1}
 	t.dedup[key] = l

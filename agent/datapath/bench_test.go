@@ -10,6 +10,7 @@ import (
 
 	"github.com/strictgate/strictgate/agent/datapath/packet"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // runRepeat runs frame n times through the program in one BPF_PROG_TEST_RUN call.
@@ -46,7 +47,7 @@ func benchRules(n int) *rules.PodRules {
 	}
 	pr := &rules.PodRules{Ingress: rules.DirectionRules{State: rules.StateIsolated}, Egress: rules.DirectionRules{State: rules.StateIsolated}}
 	// One direction holds at most MaxPrefixesPerPodDirection: the rest go to ingress.
-	split := min(len(es), rules.MaxPrefixesPerPodDirection)
+	split := min(len(es), contract.MaxPrefixesPerPodDirection)
 	pr.Egress.Entries, pr.Ingress.Entries = es[:split], es[split:]
 	return pr
 }
@@ -98,7 +99,7 @@ func BenchmarkRunPacket(b *testing.B) {
 		})
 	}
 	// The longest scan.
-	ports := make([]rules.PortRule, rules.MaxPortRulesPerEntry)
+	ports := make([]rules.PortRule, contract.MaxPortRulesPerEntry)
 	for i := range ports {
 		ports[i] = tcpRule(uint16(i+1), uint16(i+1), rules.RuleID(i+1))
 	}
@@ -145,7 +146,7 @@ func BenchmarkProgram(b *testing.B) {
 func BenchmarkProgramDuringQuarantine(b *testing.B) {
 	d := openEphemeral(b)
 	const heavy = 3000
-	lists := rules.MaxPortRules / rules.MaxPortRulesPerEntry
+	lists := contract.MaxPortRules / contract.MaxPortRulesPerEntry
 	for _, ifindex := range []int{heavy, heavy + 1} {
 		if _, err := d.Register(ifindex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
 			b.Fatal(err)

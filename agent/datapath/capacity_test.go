@@ -8,6 +8,7 @@ import (
 
 	"github.com/strictgate/strictgate/agent/datapath/packet"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // TestMapSizes checks that the compiled maps are sized from the limits the compiler uses.
@@ -17,21 +18,21 @@ func TestMapSizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]uint32{
-		bpfMapSgPods:      rules.MaxPods,
-		bpfMapSgSlots:     rules.MaxPods,
-		bpfMapSgRules:     rules.MaxPrefixes,
-		bpfMapSgPortRules: rules.MaxPortRules,
-		bpfMapSgCt:        rules.MaxConntrack,
-		bpfMapSgCounters:  rules.MaxPods * 2 * 3,
-		bpfMapSgHostAddrs: maxHostAddrs,
+		bpfMapSgPods:      contract.MaxPods,
+		bpfMapSgSlots:     contract.MaxPods,
+		bpfMapSgRules:     contract.MaxPrefixes,
+		bpfMapSgPortRules: contract.MaxPortRules,
+		bpfMapSgCt:        contract.MaxConntrack,
+		bpfMapSgCounters:  contract.MaxPods * 2 * contract.NumVerdicts,
+		bpfMapSgHostAddrs: uint32(maxHostAddrs),
 		bpfMapSgFrags:     maxFragments,
 		bpfMapSgEvents:    eventsBytes,
 	} {
 		if got := spec.Maps[name].MaxEntries; got != want {
-			t.Errorf("map %s has %d entries, want %d (bpf/include/limits.h and agent/rules/limits.go disagree?)", name, got, want)
+			t.Errorf("map %s has %d entries, want %d (bpf/include/limits.h changed without make generate?)", name, got, want)
 		}
 	}
-	if rules.MaxPrefixesPerPodDirection > rules.MaxPrefixes || rules.MaxPortRulesPerEntry > rules.MaxPortRules {
+	if contract.MaxPrefixesPerPodDirection > contract.MaxPrefixes || contract.MaxPortRulesPerEntry > contract.MaxPortRules {
 		t.Error("a per-pod limit exceeds the global one")
 	}
 }
@@ -84,7 +85,7 @@ func TestPrivilegedCapacityAndInvalidRules(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tooManyPorts := make([]rules.PortRule, rules.MaxPortRulesPerEntry+1)
+	tooManyPorts := make([]rules.PortRule, contract.MaxPortRulesPerEntry+1)
 	for i := range tooManyPorts {
 		tooManyPorts[i] = tcpRule(uint16(i), uint16(i), rules.RuleID(i+1))
 	}
@@ -95,7 +96,7 @@ func TestPrivilegedCapacityAndInvalidRules(t *testing.T) {
 		says  string
 	}{
 		{"port rules per entry", isolatedEgress(prefixes(10, 1, tooManyPorts)), ErrCapacity, "MaxPortRulesPerEntry"},
-		{"prefixes per pod direction", isolatedEgress(prefixes(11, rules.MaxPrefixesPerPodDirection+1, allow80)), ErrCapacity, "MaxPrefixesPerPodDirection"},
+		{"prefixes per pod direction", isolatedEgress(prefixes(11, contract.MaxPrefixesPerPodDirection+1, allow80)), ErrCapacity, "MaxPrefixesPerPodDirection"},
 		{"unmasked prefix", isolatedEgress([]rules.Entry{{Prefix: netip.MustParsePrefix("10.0.0.1/8")}}), ErrInvalidRules, "canonical"},
 		{"duplicate prefix", isolatedEgress(append(prefixes(10, 1, nil), prefixes(10, 1, allow80)...)), ErrInvalidRules, "twice"},
 		{"empty port range", isolatedEgress(prefixes(10, 1, []rules.PortRule{tcpRule(90, 80, 1)})), ErrInvalidRules, "empty"},
@@ -118,9 +119,9 @@ func TestPrivilegedCapacityAndInvalidRules(t *testing.T) {
 	t.Run("global prefixes", func(t *testing.T) {
 		// Fill the trie: pods 610.. with MaxPrefixesPerPodDirection each.
 		used := 1 // pod 601
-		per := rules.MaxPrefixesPerPodDirection
-		for i := 0; used < rules.MaxPrefixes; i++ {
-			n := min(per, rules.MaxPrefixes-used)
+		per := contract.MaxPrefixesPerPodDirection
+		for i := 0; used < contract.MaxPrefixes; i++ {
+			n := min(per, contract.MaxPrefixes-used)
 			ifindex := 610 + i
 			if _, err := d.Register(ifindex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
 				t.Fatal(err)
@@ -155,9 +156,9 @@ func TestPrivilegedCapacityAndInvalidRules(t *testing.T) {
 	t.Run("port table", func(t *testing.T) {
 		d := openEphemeral(t) // an empty table: ranges are contiguous
 		// 512 prefixes x 512 distinct rules fill the port table exactly.
-		es := prefixes(30, rules.MaxPortRules/rules.MaxPortRulesPerEntry, nil)
+		es := prefixes(30, contract.MaxPortRules/contract.MaxPortRulesPerEntry, nil)
 		for i := range es {
-			for j := range rules.MaxPortRulesPerEntry {
+			for j := range contract.MaxPortRulesPerEntry {
 				es[i].Ports = append(es[i].Ports, tcpRule(uint16(j), uint16(j), rules.RuleID(100000+i*1000+j)))
 			}
 		}

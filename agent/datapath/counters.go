@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // Counter is a number of packets and their bytes.
@@ -17,12 +18,12 @@ type Counter struct {
 type PodCounters struct {
 	Ifindex int
 	Slot    uint32
-	ByDir   [2][3]Counter
+	ByDir   [2][contract.NumVerdicts]Counter
 }
 
 // Get returns the counter of a direction and verdict.
 func (c PodCounters) Get(dir rules.Direction, v Verdict) Counter {
-	if int(dir) > 1 || int(v) > 2 {
+	if int(dir) > 1 || int(v) >= contract.NumVerdicts {
 		return Counter{}
 	}
 	return c.ByDir[dir][v]
@@ -61,7 +62,7 @@ func (d *Datapath) slotCounters(slot uint32) (PodCounters, error) {
 	c := PodCounters{Slot: slot}
 	var per []bpfSgCounter
 	for dir := uint32(0); dir < 2; dir++ {
-		for v := uint32(0); v < 3; v++ {
+		for v := uint32(0); v < contract.NumVerdicts; v++ {
 			if err := d.objs.SgCounters.Lookup(counterIndex(slot, dir, v), &per); err != nil {
 				return c, fmt.Errorf("read counters of slot %d: %w", slot, err)
 			}

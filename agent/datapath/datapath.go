@@ -28,10 +28,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
-
-// DefaultPinRoot is where maps and links are pinned unless Options.PinRoot says otherwise.
-const DefaultPinRoot = "/sys/fs/bpf/strictgate"
 
 // Defaults of the event switches, applied when the maps are first created.
 const (
@@ -57,8 +55,8 @@ var (
 
 // Options configure Open.
 type Options struct {
-	// PinRoot is the bpffs directory for maps (PinRoot/maps) and links (PinRoot/links).
-	// Empty means DefaultPinRoot.
+	// PinRoot is the bpffs directory for maps, links and programs (contract.Pins).
+	// Empty means contract.DefaultPinRoot.
 	PinRoot string
 	// Ephemeral creates private, unpinned maps that vanish at Close: for test runs
 	// (strictgate verdict --engine=bpf) and tests. Attach still works but does not
@@ -77,7 +75,7 @@ type Options struct {
 // Datapath is an open eBPF datapath: loaded programs and the (pinned) maps they share.
 type Datapath struct {
 	opts    Options
-	root    string
+	pins    contract.Pins
 	objs    bpfObjects
 	created bool // this Open created the maps
 
@@ -86,13 +84,6 @@ type Datapath struct {
 
 	ephemeralLinks []ephemeralLink // Ephemeral: unpinned tcx links, closed by Close
 	collected      []Collected     // stale pod entries dropped by this process
-}
-
-func (o Options) pinRoot() string {
-	if o.PinRoot == "" {
-		return DefaultPinRoot
-	}
-	return o.PinRoot
 }
 
 // Open loads the programs and creates or adopts the maps. With pins present (a
@@ -105,10 +96,10 @@ func Open(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load eBPF object: %w", err)
 	}
-	d := &Datapath{opts: opts, root: opts.pinRoot()}
+	d := &Datapath{opts: opts, pins: contract.PinsAt(opts.PinRoot)}
 	var copts ebpf.CollectionOptions
 	if !opts.Ephemeral {
-		if err := checkBPFFS(d.root); err != nil {
+		if err := checkBPFFS(d.pins.Root()); err != nil {
 			return nil, err
 		}
 		for _, dir := range []string{d.mapDir(), d.linkDir()} {
@@ -123,7 +114,7 @@ func Open(opts Options) (*Datapath, error) {
 			return nil, err
 		}
 		defer unlock()
-		if _, err := os.Stat(filepath.Join(d.mapDir(), bpfMapSgCfg)); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(d.pins.Map(bpfMapSgCfg)); errors.Is(err, os.ErrNotExist) {
 			d.created = true
 		}
 		for name, m := range spec.Maps {
@@ -137,7 +128,7 @@ func Open(opts Options) (*Datapath, error) {
 	}
 	if err := spec.LoadAndAssign(&d.objs.bpfMaps, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("%w (%s): %v", ErrIncompatiblePins, d.root, err)
+			return nil, fmt.Errorf("%w (%s): %v", ErrIncompatiblePins, d.pins.Root(), err)
 		}
 		return nil, fmt.Errorf("load eBPF maps: %w", err)
 	}
@@ -277,16 +268,25 @@ func isPinnedMap(name string) bool {
 	return len(name) > 3 && name[:3] == "sg_"
 }
 
-func (d *Datapath) mapDir() string  { return filepath.Join(d.root, "maps") }
-func (d *Datapath) linkDir() string { return filepath.Join(d.root, "links") }
-func (d *Datapath) progDir() string { return filepath.Join(d.root, "progs") }
+func (d *Datapath) mapDir() string  { return d.pins.Maps() }
+func (d *Datapath) linkDir() string { return d.pins.Links() }
+func (d *Datapath) progDir() string { return d.pins.Programs() }
+
+// Pinned reports whether root holds the pinned maps of a datapath on a bpf filesystem:
+// the CNI plugin's cheap answer to a runtime's STATUS, without loading programs.
+func Pinned(root string) bool {
+	pins := contract.PinsAt(root)
+	var st unix.Statfs_t
+	_, err := os.Stat(pins.Map(bpfMapSgCfg))
+	return err == nil && unix.Statfs(pins.Root(), &st) == nil && st.Type == unix.BPF_FS_MAGIC
+}
 
 // PinRoot returns the directory the maps and links are pinned under ("" if Ephemeral).
 func (d *Datapath) PinRoot() string {
 	if d.opts.Ephemeral {
 		return ""
 	}
-	return d.root
+	return d.pins.Root()
 }
 
 // Close releases this process's handles. Pins, links and filters stay: enforcement
@@ -338,7 +338,7 @@ func (d *Datapath) Remove() error {
 		if err := os.RemoveAll(d.progDir()); err != nil {
 			errs = append(errs, fmt.Errorf("unpin programs: %w", err))
 		}
-		for _, dir := range []string{d.linkDir(), d.mapDir(), d.root} {
+		for _, dir := range []string{d.linkDir(), d.mapDir(), d.pins.Root()} {
 			if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 			}

@@ -13,101 +13,52 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
-// Verdict is what the datapath did with a packet.
-type Verdict uint8
+// Verdict is what the datapath did with a packet (the contract's spelling).
+type Verdict = contract.Verdict
 
 const (
-	VerdictDeny  = Verdict(bpfSgVerdictSG_VERDICT_DENY)
-	VerdictAllow = Verdict(bpfSgVerdictSG_VERDICT_ALLOW)
+	VerdictDeny  = contract.VerdictDeny
+	VerdictAllow = contract.VerdictAllow
 	// VerdictAudit: the packet would have been dropped and passed because of audit.
-	VerdictAudit = Verdict(bpfSgVerdictSG_VERDICT_AUDIT)
+	VerdictAudit = contract.VerdictAudit
 )
-
-func (v Verdict) String() string {
-	switch v {
-	case VerdictDeny:
-		return "DENY"
-	case VerdictAllow:
-		return "ALLOW"
-	case VerdictAudit:
-		return "AUDIT"
-	}
-	return fmt.Sprintf("verdict(%d)", uint8(v))
-}
-
-// Passes reports whether the packet went through (ALLOW or AUDIT).
-func (v Verdict) Passes() bool { return v == VerdictAllow || v == VerdictAudit }
 
 // Reason says which part of the datapath reached a verdict.
 type Reason uint8
 
 const (
 	// ReasonPolicy: the direction's state and rules (the rules.Lookup model).
-	ReasonPolicy = Reason(bpfSgReasonSG_REASON_POLICY)
+	ReasonPolicy = Reason(bpfSgReasonSG_REASON_POLICY) // policy
 	// ReasonConntrack: a packet of a connection allowed earlier.
-	ReasonConntrack = Reason(bpfSgReasonSG_REASON_CONNTRACK)
+	ReasonConntrack = Reason(bpfSgReasonSG_REASON_CONNTRACK) // conntrack
 	// ReasonRecheck: a connection judged again after the pod's generation changed.
-	ReasonRecheck = Reason(bpfSgReasonSG_REASON_RECHECK)
+	ReasonRecheck = Reason(bpfSgReasonSG_REASON_RECHECK) // recheck
 	// ReasonRelated: an ICMP error about a tracked connection.
-	ReasonRelated = Reason(bpfSgReasonSG_REASON_RELATED)
+	ReasonRelated = Reason(bpfSgReasonSG_REASON_RELATED) // related
 	// ReasonHost: the remote address is one of the node's (SetHostAddrs).
-	ReasonHost = Reason(bpfSgReasonSG_REASON_HOST)
+	ReasonHost = Reason(bpfSgReasonSG_REASON_HOST) // host
 	// ReasonLinkLocal: ARP, IPv6 neighbour discovery or MLD.
-	ReasonLinkLocal = Reason(bpfSgReasonSG_REASON_LINK_LOCAL)
+	ReasonLinkLocal = Reason(bpfSgReasonSG_REASON_LINK_LOCAL) // link-local
 	// ReasonUnparseable: a packet that cannot be judged (fail closed unless the direction is open).
-	ReasonUnparseable = Reason(bpfSgReasonSG_REASON_UNPARSEABLE)
+	ReasonUnparseable = Reason(bpfSgReasonSG_REASON_UNPARSEABLE) // unparseable
 	// ReasonNoPod: the interface has no pod entry (dropped).
-	ReasonNoPod = Reason(bpfSgReasonSG_REASON_NO_POD)
+	ReasonNoPod = Reason(bpfSgReasonSG_REASON_NO_POD) // no-pod
 )
-
-var reasonNames = map[Reason]string{
-	ReasonPolicy: "policy", ReasonConntrack: "conntrack", ReasonRecheck: "recheck",
-	ReasonRelated: "related", ReasonHost: "host", ReasonLinkLocal: "link-local",
-	ReasonUnparseable: "unparseable", ReasonNoPod: "no-pod",
-}
-
-func (r Reason) String() string {
-	if s, ok := reasonNames[r]; ok {
-		return s
-	}
-	return fmt.Sprintf("reason(%d)", uint8(r))
-}
 
 // EventMode selects which verdicts the kernel reports on the ring buffer.
 type EventMode uint8
 
 const (
 	// EventsNone reports nothing (counters still count).
-	EventsNone = EventMode(bpfSgEventModeSG_EVENTS_NONE)
+	EventsNone = EventMode(bpfSgEventModeSG_EVENTS_NONE) // none
 	// EventsDenyOnly reports DENY and AUDIT decisions (the default).
-	EventsDenyOnly = EventMode(bpfSgEventModeSG_EVENTS_DENY_ONLY)
+	EventsDenyOnly = EventMode(bpfSgEventModeSG_EVENTS_DENY_ONLY) // deny-only
 	// EventsAll also reports allowed new connections and re-checks.
-	EventsAll = EventMode(bpfSgEventModeSG_EVENTS_ALL)
+	EventsAll = EventMode(bpfSgEventModeSG_EVENTS_ALL) // all
 )
-
-func (m EventMode) String() string {
-	switch m {
-	case EventsNone:
-		return "none"
-	case EventsDenyOnly:
-		return "deny-only"
-	case EventsAll:
-		return "all"
-	}
-	return fmt.Sprintf("events(%d)", uint8(m))
-}
-
-// ParseEventMode parses "none", "deny-only" or "all".
-func ParseEventMode(s string) (EventMode, error) {
-	for _, m := range []EventMode{EventsNone, EventsDenyOnly, EventsAll} {
-		if m.String() == s {
-			return m, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown event mode %q: want none, deny-only or all", s)
-}
 
 // Event is one verdict reported by the kernel. Events are sent for decisions (the
 // first packet of a connection, re-checks, drops), not for every packet of an allowed

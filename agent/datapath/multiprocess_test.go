@@ -6,6 +6,7 @@ import (
 
 	"github.com/strictgate/strictgate/agent/datapath/packet"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // TestPrivilegedTwoProcesses plays the CNI plugin and the agent on one pin root: the
@@ -53,7 +54,7 @@ func TestPrivilegedTwoProcesses(t *testing.T) {
 	}
 	// Reuse: fill every slot; whichever pod gets the old slot starts closed and counts from 0.
 	reused := -1
-	for i := 0; i < rules.MaxPods; i++ {
+	for i := 0; i < contract.MaxPods; i++ {
 		p, err := cni.Register(10000+i, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny)
 		if err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // AttachMode says how a pod's programs are attached.
@@ -18,24 +19,12 @@ type AttachMode uint8
 
 const (
 	// AttachNone: registered for test runs only (Register).
-	AttachNone AttachMode = AttachMode(bpfSgAttachSG_ATTACH_NONE)
+	AttachNone AttachMode = AttachMode(bpfSgAttachSG_ATTACH_NONE) // none
 	// AttachTCX: tcx links (kernel ≥ 6.6), pinned under PinRoot/links.
-	AttachTCX AttachMode = AttachMode(bpfSgAttachSG_ATTACH_TCX)
+	AttachTCX AttachMode = AttachMode(bpfSgAttachSG_ATTACH_TCX) // tcx
 	// AttachTC: clsact qdisc + cls_bpf direct-action filters.
-	AttachTC AttachMode = AttachMode(bpfSgAttachSG_ATTACH_TC)
+	AttachTC AttachMode = AttachMode(bpfSgAttachSG_ATTACH_TC) // tc
 )
-
-func (m AttachMode) String() string {
-	switch m {
-	case AttachNone:
-		return "none"
-	case AttachTCX:
-		return "tcx"
-	case AttachTC:
-		return "tc"
-	}
-	return fmt.Sprintf("attach(%d)", uint8(m))
-}
 
 // Pod is what the kernel holds for one pod interface.
 type Pod struct {
@@ -170,9 +159,9 @@ func (d *Datapath) register(ifindex int, ingress, egress rules.State, mode Attac
 // allocSlot takes the first free counter slot. Inserting with BPF_NOEXIST makes the
 // allocation safe between processes without a lock.
 func (d *Datapath) allocSlot(ifindex uint32) (uint32, error) {
-	start := randomUint32() % rules.MaxPods // spread, so concurrent allocators rarely collide
-	for i := uint32(0); i < rules.MaxPods; i++ {
-		s := (start + i) % rules.MaxPods
+	start := randomUint32() % contract.MaxPods // spread, so concurrent allocators rarely collide
+	for i := uint32(0); i < contract.MaxPods; i++ {
+		s := (start + i) % contract.MaxPods
 		err := d.objs.SgSlots.Update(s, ifindex, ebpf.UpdateNoExist)
 		if err == nil {
 			return s, nil
@@ -184,7 +173,7 @@ func (d *Datapath) allocSlot(ifindex uint32) (uint32, error) {
 			return 0, fmt.Errorf("allocate pod slot: %w", err)
 		}
 	}
-	return 0, fmt.Errorf("%w: all MaxPods (%d) pod slots are in use", ErrCapacity, rules.MaxPods)
+	return 0, fmt.Errorf("%w: all MaxPods (%d) pod slots are in use", ErrCapacity, contract.MaxPods)
 }
 
 func (d *Datapath) zeroCounters(slot uint32) error {

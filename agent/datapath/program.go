@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // Program replaces a pod's rules and states (both directions) atomically and returns
@@ -22,8 +23,8 @@ import (
 // judged by the old rules or the new ones, never a mix. Connections are re-checked
 // against the new rules on their next packet.
 //
-// Capacity (rules.MaxPrefixesPerPodDirection, rules.MaxPortRulesPerEntry,
-// rules.MaxPrefixes, rules.MaxPortRules) is checked before anything is written: an
+// Capacity (contract.MaxPrefixesPerPodDirection, contract.MaxPortRulesPerEntry,
+// contract.MaxPrefixes, contract.MaxPortRules) is checked before anything is written: an
 // error wrapping ErrCapacity or ErrInvalidRules leaves the pod exactly as it was.
 //
 // Entries of directions that are not isolated are ignored, as rules.Lookup does.
@@ -91,9 +92,9 @@ func (d *Datapath) programOnce(ifindex int, r *rules.PodRules, want *[2][]lpmEnt
 		}
 		total += len(want[dir])
 	}
-	if ix.total+total > rules.MaxPrefixes {
-		return 0, fmt.Errorf("%w: pod %d needs %d prefixes but %d of rules.MaxPrefixes (%d) are in use",
-			ErrCapacity, ifindex, total, ix.total, rules.MaxPrefixes)
+	if ix.total+total > contract.MaxPrefixes {
+		return 0, fmt.Errorf("%w: pod %d needs %d prefixes but %d of contract.MaxPrefixes (%d) are in use",
+			ErrCapacity, ifindex, total, ix.total, contract.MaxPrefixes)
 	}
 
 	// Reserve port-table ranges (in memory) before writing anything. Each entry with
@@ -149,7 +150,7 @@ func (d *Datapath) programOnce(ifindex int, r *rules.PodRules, want *[2][]lpmEnt
 			if err := d.objs.SgRules.Update(&k, &e.val, ebpf.UpdateAny); err != nil {
 				rollback()
 				if errors.Is(err, ebpf.ErrKeyNotExist) || isNoSpace(err) {
-					return 0, fmt.Errorf("%w: rules.MaxPrefixes (%d): write prefix of pod %d: %v", ErrCapacity, rules.MaxPrefixes, ifindex, err)
+					return 0, fmt.Errorf("%w: contract.MaxPrefixes (%d): write prefix of pod %d: %v", ErrCapacity, contract.MaxPrefixes, ifindex, err)
 				}
 				return 0, fmt.Errorf("write prefix of pod %d: %w", ifindex, err)
 			}
@@ -242,9 +243,9 @@ func prepare(ifindex int, dir rules.Direction, r *rules.DirectionRules) ([]lpmEn
 	default:
 		return nil, fmt.Errorf("%w: pod %d %s: unknown state %d", ErrInvalidRules, ifindex, dir, r.State)
 	}
-	if n := len(r.Entries); n > rules.MaxPrefixesPerPodDirection {
-		return nil, fmt.Errorf("%w: pod %d %s has %d prefixes, more than rules.MaxPrefixesPerPodDirection (%d)",
-			ErrCapacity, ifindex, dir, n, rules.MaxPrefixesPerPodDirection)
+	if n := len(r.Entries); n > contract.MaxPrefixesPerPodDirection {
+		return nil, fmt.Errorf("%w: pod %d %s has %d prefixes, more than contract.MaxPrefixesPerPodDirection (%d)",
+			ErrCapacity, ifindex, dir, n, contract.MaxPrefixesPerPodDirection)
 	}
 	seen := make(map[netip.Prefix]bool, len(r.Entries))
 	out := make([]lpmEntry, 0, len(r.Entries))
@@ -257,9 +258,9 @@ func prepare(ifindex int, dir rules.Direction, r *rules.DirectionRules) ([]lpmEn
 			return nil, fmt.Errorf("%w: pod %d %s: prefix %s appears twice", ErrInvalidRules, ifindex, dir, p)
 		}
 		seen[p] = true
-		if n := len(e.Ports); n > rules.MaxPortRulesPerEntry {
-			return nil, fmt.Errorf("%w: pod %d %s prefix %s has %d port rules, more than rules.MaxPortRulesPerEntry (%d)",
-				ErrCapacity, ifindex, dir, p, n, rules.MaxPortRulesPerEntry)
+		if n := len(e.Ports); n > contract.MaxPortRulesPerEntry {
+			return nil, fmt.Errorf("%w: pod %d %s prefix %s has %d port rules, more than contract.MaxPortRulesPerEntry (%d)",
+				ErrCapacity, ifindex, dir, p, n, contract.MaxPortRulesPerEntry)
 		}
 		le := lpmEntry{key: lpmKey(p)}
 		for _, pr := range e.Ports {
@@ -415,7 +416,7 @@ func (d *Datapath) ensureIndex() error {
 	// Rebuild the port lists the trie references.
 	var used []extent
 	for off, n := range byOff {
-		if uint64(off)+uint64(n) > rules.MaxPortRules {
+		if uint64(off)+uint64(n) > contract.MaxPortRules {
 			continue
 		}
 		l := &portList{off: off, written: true}
@@ -468,7 +469,7 @@ type ruleSet struct {
 }
 
 func newRuleIndex() *ruleIndex {
-	return &ruleIndex{sets: map[uint32]*ruleSet{}, ports: newPortTable(rules.MaxPortRules)}
+	return &ruleIndex{sets: map[uint32]*ruleSet{}, ports: newPortTable(contract.MaxPortRules)}
 }
 
 // deleteSet removes a rule set from the trie, shortest prefixes first: a program still

@@ -7,15 +7,16 @@ import (
 	"time"
 
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // fullPortRules is an isolated ingress whose entries, one per /32 of 10.<seed>.x.y,
-// each carry their own list of rules.MaxPortRulesPerEntry port rules, lists entries
+// each carry their own list of contract.MaxPortRulesPerEntry port rules, lists entries
 // many. Lists of different seeds never share a port-table range.
 func fullPortRules(seed, lists int) *rules.PodRules {
 	pr := &rules.PodRules{Ingress: rules.DirectionRules{State: rules.StateIsolated}, Egress: rules.DirectionRules{State: rules.StateIsolated}}
 	for i := range lists {
-		ports := make([]rules.PortRule, rules.MaxPortRulesPerEntry)
+		ports := make([]rules.PortRule, contract.MaxPortRulesPerEntry)
 		for j := range ports {
 			p := uint16(j*100 + 1)
 			ports[j] = tcpRule(p, p, rules.RuleID(seed*10000+i+1))
@@ -37,7 +38,7 @@ func TestProgramWaitsForQuarantineWithoutTheLock(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lists := rules.MaxPortRules / rules.MaxPortRulesPerEntry
+	lists := contract.MaxPortRules / contract.MaxPortRulesPerEntry
 	if _, err := d.Program(a, fullPortRules(1, lists)); err != nil {
 		t.Fatalf("fill the port table: %v", err)
 	}
@@ -113,7 +114,7 @@ func TestProgramGivesUpWaiting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lists := rules.MaxPortRules / rules.MaxPortRulesPerEntry
+	lists := contract.MaxPortRules / contract.MaxPortRulesPerEntry
 	isolated := &rules.PodRules{Ingress: rules.DirectionRules{State: rules.StateIsolated}, Egress: rules.DirectionRules{State: rules.StateIsolated}}
 	if _, err := d.Program(a, fullPortRules(1, lists)); err != nil {
 		t.Fatal(err)

@@ -46,13 +46,13 @@ func (d *Datapath) lockRoot() (func(), error) {
 	if d.opts.Ephemeral {
 		return func() {}, nil
 	}
-	fd, err := unix.Open(d.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(d.pins.Root(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open pin root %s: %w", d.root, err)
+		return nil, fmt.Errorf("open pin root %s: %w", d.pins.Root(), err)
 	}
 	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("lock pin root %s: %w", d.root, err)
+		return nil, fmt.Errorf("lock pin root %s: %w", d.pins.Root(), err)
 	}
 	return func() { unix.Close(fd) }, nil // the lock goes with the descriptor
 }

@@ -180,6 +180,14 @@ const (
 	bpfSgReasonSG_REASON_NO_POD      bpfSgReason = 7
 )
 
+type bpfSgSize uint32
+
+const (
+	bpfSgSizeSG_MAX_FRAGMENTS  bpfSgSize = 8192
+	bpfSgSizeSG_MAX_HOST_ADDRS bpfSgSize = 256
+	bpfSgSizeSG_EVENTS_BYTES   bpfSgSize = 262144
+)
+
 type bpfSgSkbCtx struct {
 	_              structs.HostLayout
 	Len            uint32
@@ -283,7 +291,10 @@ const (
 	bpfVarUnusedSgDir        = "unused_sg_dir"
 	bpfVarUnusedSgEvent      = "unused_sg_event"
 	bpfVarUnusedSgEventMode  = "unused_sg_event_mode"
+	bpfVarUnusedSgLimit      = "unused_sg_limit"
 	bpfVarUnusedSgReason     = "unused_sg_reason"
+	bpfVarUnusedSgRule       = "unused_sg_rule"
+	bpfVarUnusedSgSize       = "unused_sg_size"
 	bpfVarUnusedSgSkbCtx     = "unused_sg_skb_ctx"
 	bpfVarUnusedSgStat       = "unused_sg_stat"
 	bpfVarUnusedSgState      = "unused_sg_state"
@@ -363,7 +374,10 @@ type bpfVariableSpecs struct {
 	UnusedSgDir        *ebpf.VariableSpec `ebpf:"unused_sg_dir"`
 	UnusedSgEvent      *ebpf.VariableSpec `ebpf:"unused_sg_event"`
 	UnusedSgEventMode  *ebpf.VariableSpec `ebpf:"unused_sg_event_mode"`
+	UnusedSgLimit      *ebpf.VariableSpec `ebpf:"unused_sg_limit"`
 	UnusedSgReason     *ebpf.VariableSpec `ebpf:"unused_sg_reason"`
+	UnusedSgRule       *ebpf.VariableSpec `ebpf:"unused_sg_rule"`
+	UnusedSgSize       *ebpf.VariableSpec `ebpf:"unused_sg_size"`
 	UnusedSgSkbCtx     *ebpf.VariableSpec `ebpf:"unused_sg_skb_ctx"`
 	UnusedSgStat       *ebpf.VariableSpec `ebpf:"unused_sg_stat"`
 	UnusedSgState      *ebpf.VariableSpec `ebpf:"unused_sg_state"`
@@ -430,7 +444,10 @@ type bpfVariables struct {
 	UnusedSgDir        *ebpf.Variable `ebpf:"unused_sg_dir"`
 	UnusedSgEvent      *ebpf.Variable `ebpf:"unused_sg_event"`
 	UnusedSgEventMode  *ebpf.Variable `ebpf:"unused_sg_event_mode"`
+	UnusedSgLimit      *ebpf.Variable `ebpf:"unused_sg_limit"`
 	UnusedSgReason     *ebpf.Variable `ebpf:"unused_sg_reason"`
+	UnusedSgRule       *ebpf.Variable `ebpf:"unused_sg_rule"`
+	UnusedSgSize       *ebpf.Variable `ebpf:"unused_sg_size"`
 	UnusedSgSkbCtx     *ebpf.Variable `ebpf:"unused_sg_skb_ctx"`
 	UnusedSgStat       *ebpf.Variable `ebpf:"unused_sg_stat"`
 	UnusedSgState      *ebpf.Variable `ebpf:"unused_sg_state"`

@@ -22,6 +22,7 @@ import (
 	"github.com/strictgate/strictgate/agent/compile"
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // Resolver names what is behind addresses, interfaces and rule IDs (the agent's pod IP
@@ -52,7 +53,7 @@ const (
 type Record struct {
 	Time      time.Time `json:"time"`
 	Node      string    `json:"node"`
-	Verdict   string    `json:"verdict"` // ACCEPT, DENY or AUDIT
+	Verdict   string    `json:"verdict"` // contract.Verdict.LogName: ACCEPT, DENY or AUDIT
 	Direction string    `json:"direction"`
 	Protocol  string    `json:"protocol"`
 	SrcIP     string    `json:"srcIP,omitempty"`
@@ -73,51 +74,13 @@ type Record struct {
 	Bytes  uint32 `json:"bytes"`
 }
 
-// VerdictName is the log's name of a datapath verdict; DENY is what the seed's query
-// `filter @message like /DENY/` looks for, and no other field ever contains it.
-func VerdictName(v datapath.Verdict) string {
-	switch v {
-	case datapath.VerdictAllow:
-		return "ACCEPT"
-	case datapath.VerdictDeny:
-		return "DENY"
-	case datapath.VerdictAudit:
-		return "AUDIT"
-	}
-	return fmt.Sprintf("VERDICT_%d", uint8(v))
-}
-
-// Mode selects what the log keeps; the kernel's event switch does the same earlier.
-type Mode int
-
-const (
-	// ModeNone logs nothing.
-	ModeNone Mode = iota
-	// ModeDeny logs DENY and AUDIT.
-	ModeDeny
-	// ModeAll logs every event.
-	ModeAll
-)
-
-// ParseMode parses none, deny or all.
-func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "none":
-		return ModeNone, nil
-	case "deny":
-		return ModeDeny, nil
-	case "all":
-		return ModeAll, nil
-	}
-	return 0, fmt.Errorf("unknown event mode %q: want none, deny or all", s)
-}
-
-// DatapathMode is the kernel's event switch for m.
-func (m Mode) DatapathMode() datapath.EventMode {
+// DatapathMode is the kernel's event switch for the log mode m: the kernel then sends
+// no event the log would drop.
+func DatapathMode(m contract.EventLogMode) datapath.EventMode {
 	switch m {
-	case ModeNone:
+	case contract.EventLogNone:
 		return datapath.EventsNone
-	case ModeAll:
+	case contract.EventLogAll:
 		return datapath.EventsAll
 	}
 	return datapath.EventsDenyOnly
@@ -127,14 +90,14 @@ func (m Mode) DatapathMode() datapath.EventMode {
 type Logger struct {
 	node string
 	res  Resolver
-	mode Mode
+	mode contract.EventLogMode
 
 	mu  sync.Mutex
 	enc *json.Encoder
 }
 
 // NewLogger writes JSON lines to w (for example io.MultiWriter(os.Stdout, file)).
-func NewLogger(w io.Writer, node string, mode Mode, res Resolver) *Logger {
+func NewLogger(w io.Writer, node string, mode contract.EventLogMode, res Resolver) *Logger {
 	return &Logger{node: node, res: res, mode: mode, enc: json.NewEncoder(w)}
 }
 
@@ -143,7 +106,7 @@ func (l *Logger) Record(e datapath.Event) Record {
 	r := Record{
 		Time:      e.Time.UTC(),
 		Node:      l.node,
-		Verdict:   VerdictName(e.Verdict),
+		Verdict:   e.Verdict.LogName(),
 		Direction: e.Direction.String(),
 		Protocol:  e.Protocol.String(),
 		Reason:    e.Reason.String(),
@@ -197,15 +160,7 @@ func (l *Logger) podOf(a netip.Addr) (ns, name string) {
 }
 
 // Wanted reports whether the logger's mode keeps events of verdict v.
-func (l *Logger) Wanted(v datapath.Verdict) bool {
-	switch l.mode {
-	case ModeNone:
-		return false
-	case ModeDeny:
-		return v == datapath.VerdictDeny || v == datapath.VerdictAudit
-	}
-	return true
-}
+func (l *Logger) Wanted(v datapath.Verdict) bool { return l.mode.Keeps(v) }
 
 // Log writes the event's record if the mode wants it.
 func (l *Logger) Log(e datapath.Event) error {

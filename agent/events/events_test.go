@@ -19,6 +19,7 @@ import (
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/events"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 type resolver struct {
@@ -53,7 +54,7 @@ func ev(v datapath.Verdict, dir rules.Direction, rule rules.RuleID, ifindex int,
 }
 
 func TestRecord(t *testing.T) {
-	l := events.NewLogger(nil, "node-a", events.ModeAll, res)
+	l := events.NewLogger(nil, "node-a", contract.EventLogAll, res)
 	idx := 1
 	for _, tc := range []struct {
 		name string
@@ -128,12 +129,12 @@ func TestRunModesAndSeedQuery(t *testing.T) {
 	// The seed's CloudWatch Logs Insights query: filter @message like /DENY/.
 	seed := regexp.MustCompile(`DENY`)
 	for _, tc := range []struct {
-		mode     events.Mode
+		mode     contract.EventLogMode
 		verdicts []string
 	}{
-		{events.ModeNone, nil},
-		{events.ModeDeny, []string{"DENY", "AUDIT"}},
-		{events.ModeAll, []string{"ACCEPT", "DENY", "AUDIT"}},
+		{contract.EventLogNone, nil},
+		{contract.EventLogDeny, []string{"DENY", "AUDIT"}},
+		{contract.EventLogAll, []string{"ACCEPT", "DENY", "AUDIT"}},
 	} {
 		var buf bytes.Buffer
 		src := &fakeSource{evs: append([]datapath.Event(nil), all...)}
@@ -155,17 +156,17 @@ func TestRunModesAndSeedQuery(t *testing.T) {
 			}
 		}
 		if strings.Join(got, ",") != strings.Join(tc.verdicts, ",") {
-			t.Errorf("mode %d logged %v, want %v", tc.mode, got, tc.verdicts)
+			t.Errorf("mode %s logged %v, want %v", tc.mode, got, tc.verdicts)
 		}
 	}
 	for s, want := range map[string]datapath.EventMode{"none": datapath.EventsNone, "deny": datapath.EventsDenyOnly, "all": datapath.EventsAll} {
-		m, err := events.ParseMode(s)
-		if err != nil || m.DatapathMode() != want {
-			t.Errorf("ParseMode(%q) = %v, %v", s, m, err)
+		m, err := contract.ParseEventLogMode(s)
+		if err != nil || events.DatapathMode(m) != want {
+			t.Errorf("ParseEventLogMode(%q) = %v, %v", s, m, err)
 		}
 	}
-	if _, err := events.ParseMode("deny-only"); err == nil {
-		t.Error("ParseMode accepted an unknown mode")
+	if _, err := contract.ParseEventLogMode("deny-only"); err == nil {
+		t.Error("ParseEventLogMode accepted an unknown mode")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // CounterSource reads the kernel's per-pod counters (*datapath.Datapath).
@@ -31,7 +32,7 @@ var (
 		"Failed reads of the kernel's counters at scrape time.", nil, nil)
 )
 
-type counts = [2][3]datapath.Counter
+type counts = [2][contract.NumVerdicts]datapath.Counter
 
 // slotID identifies one registration of a pod: a slot reused by another interface is
 // another pod.
@@ -165,8 +166,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(dropCountDesc, prometheus.CounterValue, float64(deny.Packets), d.String(), ns)
 			ch <- prometheus.MustNewConstMetric(dropBytesDesc, prometheus.CounterValue, float64(deny.Bytes), d.String(), ns)
 			for _, v := range verdicts {
-				ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(t[d][v].Packets), d.String(), ns, VerdictName(v))
-				ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(t[d][v].Bytes), d.String(), ns, VerdictName(v))
+				ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(t[d][v].Packets), d.String(), ns, v.LogName())
+				ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(t[d][v].Bytes), d.String(), ns, v.LogName())
 			}
 		}
 	}

@@ -21,22 +21,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
-// ConditionType is the pod condition (and readiness gate) strictgate owns.
-const ConditionType corev1.PodConditionType = "strictgate.dev/policy-programmed"
-
-// Reasons of the condition.
-const (
-	// ReasonProgrammed: the pod's compiled policy is in the kernel (status True).
-	ReasonProgrammed = "PolicyProgrammed"
-	// ReasonProgrammingFailed: the datapath refused the rules (status False).
-	ReasonProgrammingFailed = "ProgrammingFailed"
-	// ReasonInterfaceNotFound: the pod's host-side interface is missing (status False).
-	ReasonInterfaceNotFound = "InterfaceNotFound"
-	// ReasonKernelMismatch: what the kernel holds differs from what was computed (status False).
-	ReasonKernelMismatch = "KernelMismatch"
-)
+// ConditionType is the pod condition (and readiness gate) strictgate owns, typed for
+// the API; its reasons are contract.Reason*.
+const ConditionType corev1.PodConditionType = contract.ConditionType
 
 // ErrPodGone means the pod was deleted or replaced by a namesake with another UID.
 var ErrPodGone = errors.New("pod gone")

@@ -19,6 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/strictgate/strictgate/agent/gate"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
 )
 
@@ -53,8 +54,8 @@ func newPod(name string) *corev1.Pod {
 }
 
 var (
-	programmed = gate.Condition{Status: corev1.ConditionTrue, Reason: gate.ReasonProgrammed, Message: "policies default/a (generation 1)"}
-	failed     = gate.Condition{Status: corev1.ConditionFalse, Reason: gate.ReasonProgrammingFailed, Message: "rules exceed capacity"}
+	programmed = gate.Condition{Status: corev1.ConditionTrue, Reason: contract.ReasonProgrammed, Message: "policies default/a (generation 1)"}
+	failed     = gate.Condition{Status: corev1.ConditionFalse, Reason: contract.ReasonProgrammingFailed, Message: "rules exceed capacity"}
 )
 
 func TestSetOnRealAPIServer(t *testing.T) {
@@ -92,7 +93,7 @@ func TestSetOnRealAPIServer(t *testing.T) {
 		}
 		pod = get(t, "once")
 		c, ok := gate.Current(pod)
-		if !ok || c.Status != corev1.ConditionTrue || c.Reason != gate.ReasonProgrammed || c.Message != programmed.Message || c.LastTransitionTime.IsZero() {
+		if !ok || c.Status != corev1.ConditionTrue || c.Reason != contract.ReasonProgrammed || c.Message != programmed.Message || c.LastTransitionTime.IsZero() {
 			t.Fatalf("condition after Set = %+v (present %v)", c, ok)
 		}
 		rv := pod.ResourceVersion

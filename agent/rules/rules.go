@@ -13,27 +13,55 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
-// Direction is the direction of traffic as seen from the pod.
-type Direction uint8
+// The datapath's vocabulary is the contract's (generated from bpf/include); rules
+// names it as the compiler and the datapath have always spelled it.
+type (
+	// Direction is the direction of traffic as seen from the pod.
+	Direction = contract.Direction
+	// State is what a direction of a pod does with traffic that no conntrack entry allows.
+	State = contract.State
+	// RuleID names the policy rule that decided a verdict. IDs are assigned by the
+	// compiler and resolved back to policy names through its rule table; the special
+	// ones below are the datapath's.
+	RuleID = contract.RuleID
+	// Verdict is the outcome of a lookup.
+	Verdict = contract.Verdict
+)
 
 const (
 	// Ingress is traffic towards the pod.
-	Ingress Direction = iota
+	Ingress = contract.Ingress
 	// Egress is traffic leaving the pod.
-	Egress
-)
+	Egress = contract.Egress
 
-func (d Direction) String() string {
-	switch d {
-	case Ingress:
-		return "ingress"
-	case Egress:
-		return "egress"
-	}
-	return fmt.Sprintf("direction(%d)", uint8(d))
-}
+	// StateUnprogrammedDeny drops everything: strict mode before the agent programmed the pod.
+	StateUnprogrammedDeny = contract.StateUnprogrammedDeny
+	// StateUnprogrammedAllow passes everything: standard mode before programming.
+	StateUnprogrammedAllow = contract.StateUnprogrammedAllow
+	// StateIsolated drops what no rule allows: some policy selects the pod in this direction.
+	StateIsolated = contract.StateIsolated
+	// StateUnisolated passes everything: no policy selects the pod in this direction.
+	StateUnisolated = contract.StateUnisolated
+
+	// RuleNone means no rule matched: the default deny of an isolated pod.
+	RuleNone = contract.RuleNone
+	// RuleUnisolated means the pod is not selected by any policy in that direction.
+	RuleUnisolated = contract.RuleUnisolated
+	// RuleUnprogrammed means the pod had not been programmed yet.
+	RuleUnprogrammed = contract.RuleUnprogrammed
+	// RuleHost means the traffic was with the pod's own node (kubelet probes).
+	RuleHost = contract.RuleHost
+	// RuleConntrack means the packet belonged to a connection allowed earlier.
+	RuleConntrack = contract.RuleConntrack
+
+	// Deny and Allow are the verdicts a lookup returns (audit is the datapath's alone).
+	Deny  = contract.VerdictDeny
+	Allow = contract.VerdictAllow
+)
 
 // Protocol is an IP protocol number; ProtocolAny matches every protocol.
 type Protocol uint8
@@ -78,51 +106,6 @@ func ParseProtocol(s string) (Protocol, error) {
 	}
 	return 0, fmt.Errorf("unknown protocol %q: want TCP, UDP or SCTP", s)
 }
-
-// State is what a direction of a pod does with traffic that no conntrack entry allows.
-type State uint8
-
-const (
-	// StateUnprogrammedDeny drops everything: strict mode before the agent programmed the pod.
-	StateUnprogrammedDeny State = iota
-	// StateUnprogrammedAllow passes everything: standard mode before programming.
-	StateUnprogrammedAllow
-	// StateIsolated drops what no rule allows: some policy selects the pod in this direction.
-	StateIsolated
-	// StateUnisolated passes everything: no policy selects the pod in this direction.
-	StateUnisolated
-)
-
-func (s State) String() string {
-	switch s {
-	case StateUnprogrammedDeny:
-		return "unprogrammed-deny"
-	case StateUnprogrammedAllow:
-		return "unprogrammed-allow"
-	case StateIsolated:
-		return "isolated"
-	case StateUnisolated:
-		return "unisolated"
-	}
-	return fmt.Sprintf("state(%d)", uint8(s))
-}
-
-// RuleID names the policy rule that decided a verdict. IDs are assigned by the compiler
-// and resolved back to policy names through its rule table.
-type RuleID uint32
-
-const (
-	// RuleNone means no rule matched: the default deny of an isolated pod.
-	RuleNone RuleID = 0
-	// RuleUnisolated means the pod is not selected by any policy in that direction.
-	RuleUnisolated RuleID = 0xffffffff
-	// RuleUnprogrammed means the pod had not been programmed yet.
-	RuleUnprogrammed RuleID = 0xfffffffe
-	// RuleHost means the traffic was with the pod's own node (kubelet probes).
-	RuleHost RuleID = 0xfffffffd
-	// RuleConntrack means the packet belonged to a connection allowed earlier.
-	RuleConntrack RuleID = 0xfffffffc
-)
 
 // PortRule allows one protocol (or any) on a range of destination ports. First == 0 and
 // Last == 65535 is every port; ports are ignored for protocols without them.
@@ -170,21 +153,6 @@ func (r *PodRules) Dir(d Direction) *DirectionRules {
 		return &r.Ingress
 	}
 	return &r.Egress
-}
-
-// Verdict is the outcome of a lookup.
-type Verdict uint8
-
-const (
-	Deny Verdict = iota
-	Allow
-)
-
-func (v Verdict) String() string {
-	if v == Allow {
-		return "allow"
-	}
-	return "deny"
 }
 
 // Lookup is the Go model of the datapath's decision for the first packet of a flow in

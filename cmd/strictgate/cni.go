@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/strictgate/strictgate/cni"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 func init() {
@@ -21,8 +22,13 @@ func runCNI(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fs := flag.NewFlagSet("strictgate cni "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	mode := fs.String("mode", cni.ModeStrict, "enforcement mode: strict, standard or audit (as the agent's --mode)")
-	pinRoot := fs.String("pin-root", "/sys/fs/bpf/strictgate", "bpffs directory of the datapath's pins")
+	mode := cni.ModeStrict
+	fs.Func("mode", "enforcement mode: strict, standard or audit (as the agent's --mode; default "+string(mode)+")", func(s string) error {
+		m, err := contract.ParseMode(s)
+		mode = m
+		return err
+	})
+	pinRoot := fs.String("pin-root", contract.DefaultPinRoot, "bpffs directory of the datapath's pins")
 	logFile := fs.String("log-file", "", "plugin log file on the node (the runtime discards stderr)")
 	binDir := fs.String("bin-dir", "/opt/cni/bin", "CNI binary directory to install the plugin into")
 	confDir := fs.String("conf-dir", "/etc/cni/net.d", "CNI configuration directory whose first .conflist gets the strictgate entry")
@@ -32,15 +38,10 @@ func runCNI(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	switch *mode {
-	case cni.ModeStrict, cni.ModeStandard, cni.ModeAudit:
-	default:
-		return fmt.Errorf("unknown --mode %q: want strict, standard or audit", *mode)
-	}
-	entry := cni.Entry(*mode, *pinRoot, *logFile)
+	entry := cni.Entry(mode, *pinRoot, *logFile)
 	switch args[0] {
 	case "entry":
-		b, err := cni.EntryJSON(*mode, *pinRoot, *logFile)
+		b, err := cni.EntryJSON(mode, *pinRoot, *logFile)
 		if err != nil {
 			return err
 		}

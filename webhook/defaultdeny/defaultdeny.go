@@ -27,16 +27,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
-// Names and labels of the generated objects (DESIGN.md).
+// The names and labels of the generated objects are contract.DefaultDenyPolicy,
+// contract.AllowDNSPolicy and contract.ManagedByLabel.
 const (
-	DenyName       = "strictgate-default-deny"
-	DNSName        = "strictgate-allow-dns"
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	ManagedBy      = "strictgate"
-
 	// DefaultDNSNamespace and DefaultDNSPodLabel select the cluster DNS pods the
 	// generated DNS policy allows egress to.
 	DefaultDNSNamespace = "kube-system"
@@ -66,7 +63,7 @@ type Reconciler struct {
 // DenyPolicy is the generated default-deny policy for namespace ns.
 func DenyPolicy(ns string) *networkingv1.NetworkPolicy {
 	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: DenyName, Namespace: ns, Labels: map[string]string{ManagedByLabel: ManagedBy}},
+		ObjectMeta: metav1.ObjectMeta{Name: contract.DefaultDenyPolicy, Namespace: ns, Labels: map[string]string{contract.ManagedByLabel: contract.ManagedBy}},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
@@ -80,7 +77,7 @@ func DNSPolicyFor(ns, dnsNamespace string, podLabels map[string]string) *network
 	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
 	port := intstr.FromInt32(53)
 	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: DNSName, Namespace: ns, Labels: map[string]string{ManagedByLabel: ManagedBy}},
+		ObjectMeta: metav1.ObjectMeta{Name: contract.AllowDNSPolicy, Namespace: ns, Labels: map[string]string{contract.ManagedByLabel: contract.ManagedBy}},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
@@ -98,11 +95,11 @@ func DNSPolicyFor(ns, dnsNamespace string, podLabels map[string]string) *network
 // desired returns the generated policies namespace ns should have, by name; a name
 // that maps to nil must not exist (if it is ours).
 func (r *Reconciler) desired(ns *corev1.Namespace) map[string]*networkingv1.NetworkPolicy {
-	want := map[string]*networkingv1.NetworkPolicy{DenyName: nil, DNSName: nil}
+	want := map[string]*networkingv1.NetworkPolicy{contract.DefaultDenyPolicy: nil, contract.AllowDNSPolicy: nil}
 	if r.Disabled || !r.Scope.Enforced(ns) {
 		return want
 	}
-	want[DenyName] = DenyPolicy(ns.Name)
+	want[contract.DefaultDenyPolicy] = DenyPolicy(ns.Name)
 	if r.DNSPolicy {
 		dnsNS, labels := r.DNSNamespace, r.DNSPodLabels
 		if dnsNS == "" {
@@ -111,7 +108,7 @@ func (r *Reconciler) desired(ns *corev1.Namespace) map[string]*networkingv1.Netw
 		if labels == nil {
 			labels = DefaultDNSPodLabels
 		}
-		want[DNSName] = DNSPolicyFor(ns.Name, dnsNS, labels)
+		want[contract.AllowDNSPolicy] = DNSPolicyFor(ns.Name, dnsNS, labels)
 	}
 	return want
 }
@@ -127,7 +124,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		// The namespace controller is emptying it; writing would only race with it.
 		return reconcile.Result{}, nil
 	}
-	for _, name := range []string{DenyName, DNSName} {
+	for _, name := range []string{contract.DefaultDenyPolicy, contract.AllowDNSPolicy} {
 		if err := r.sync(ctx, ns.Name, name, r.desired(ns)[name]); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -144,7 +141,7 @@ func (r *Reconciler) sync(ctx context.Context, ns, name string, want *networking
 	}
 	exists := err == nil
 	switch {
-	case want == nil && exists && cur.Labels[ManagedByLabel] == ManagedBy:
+	case want == nil && exists && cur.Labels[contract.ManagedByLabel] == contract.ManagedBy:
 		// Preconditions make sure we delete exactly what we looked at, not a policy
 		// someone re-created under the name a moment ago.
 		err := r.Client.Delete(ctx, cur, client.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion})
@@ -173,7 +170,7 @@ func (r *Reconciler) sync(ctx context.Context, ns, name string, want *networking
 		if updated.Labels == nil {
 			updated.Labels = map[string]string{}
 		}
-		updated.Labels[ManagedByLabel] = ManagedBy
+		updated.Labels[contract.ManagedByLabel] = contract.ManagedBy
 		// Update carries cur's resourceVersion: a concurrent change makes it fail with
 		// a conflict and we retry from fresh state instead of overwriting blindly.
 		if err := r.Client.Update(ctx, updated); err != nil {
@@ -193,14 +190,14 @@ func (r *Reconciler) sync(ctx context.Context, ns, name string, want *networking
 // UpToDate reports whether cur already is what want describes: same spec (compared
 // semantically, so nil and empty lists are equal) and our managed-by label.
 func UpToDate(cur, want *networkingv1.NetworkPolicy) bool {
-	return cur.Labels[ManagedByLabel] == ManagedBy && equality.Semantic.DeepEqual(cur.Spec, want.Spec)
+	return cur.Labels[contract.ManagedByLabel] == contract.ManagedBy && equality.Semantic.DeepEqual(cur.Spec, want.Spec)
 }
 
 // SetupWithManager registers the controller: it watches namespaces and the generated
 // policies by name, so a deleted or edited policy is put back within a reconcile.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	generated := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetName() == DenyName || o.GetName() == DNSName
+		return o.GetName() == contract.DefaultDenyPolicy || o.GetName() == contract.AllowDNSPolicy
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("strictgate-defaultdeny").

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
@@ -117,15 +118,15 @@ func TestDesired(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := tt.r.desired(tt.ns)
-			if (d[DenyName] != nil) != tt.wantDeny || (d[DNSName] != nil) != tt.wDNS {
-				t.Fatalf("desired deny=%v dns=%v, want %v %v", d[DenyName] != nil, d[DNSName] != nil, tt.wantDeny, tt.wDNS)
+			if (d[contract.DefaultDenyPolicy] != nil) != tt.wantDeny || (d[contract.AllowDNSPolicy] != nil) != tt.wDNS {
+				t.Fatalf("desired deny=%v dns=%v, want %v %v", d[contract.DefaultDenyPolicy] != nil, d[contract.AllowDNSPolicy] != nil, tt.wantDeny, tt.wDNS)
 			}
-			if _, ok := d[DenyName]; !ok {
+			if _, ok := d[contract.DefaultDenyPolicy]; !ok {
 				t.Fatal("desired must name every managed policy so that unwanted ones are deleted")
 			}
 		})
 	}
-	dns := r.desired(ns("a", nil))[DNSName]
+	dns := r.desired(ns("a", nil))[contract.AllowDNSPolicy]
 	peer := dns.Spec.Egress[0].To[0]
 	if peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "kube-system" || peer.PodSelector.MatchLabels["k8s-app"] != "kube-dns" {
 		t.Fatalf("dns peer %+v", peer)

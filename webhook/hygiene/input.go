@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // Review is one decoded admission request for a NetworkPolicy.
@@ -78,15 +78,15 @@ func NewInputBuilder(s Settings) *InputBuilder {
 	return &InputBuilder{limits: LimitsTerm(), config: ast.NewTerm(cfg)}
 }
 
-// LimitsTerm is agent/rules' datapath limits as input.limits.
+// LimitsTerm is the datapath's limits (internal/contract) as input.limits.
 func LimitsTerm() *ast.Term {
 	return ast.ObjectTerm(
-		ast.Item(ast.InternedTerm("maxPods"), ast.IntNumberTerm(rules.MaxPods)),
-		ast.Item(ast.InternedTerm("maxPrefixes"), ast.IntNumberTerm(rules.MaxPrefixes)),
-		ast.Item(ast.InternedTerm("maxPrefixesPerPodDirection"), ast.IntNumberTerm(rules.MaxPrefixesPerPodDirection)),
-		ast.Item(ast.InternedTerm("maxPortRulesPerEntry"), ast.IntNumberTerm(rules.MaxPortRulesPerEntry)),
-		ast.Item(ast.InternedTerm("maxPortRules"), ast.IntNumberTerm(rules.MaxPortRules)),
-		ast.Item(ast.InternedTerm("maxConntrack"), ast.IntNumberTerm(rules.MaxConntrack)),
+		ast.Item(ast.InternedTerm("maxPods"), ast.IntNumberTerm(contract.MaxPods)),
+		ast.Item(ast.InternedTerm("maxPrefixes"), ast.IntNumberTerm(contract.MaxPrefixes)),
+		ast.Item(ast.InternedTerm("maxPrefixesPerPodDirection"), ast.IntNumberTerm(contract.MaxPrefixesPerPodDirection)),
+		ast.Item(ast.InternedTerm("maxPortRulesPerEntry"), ast.IntNumberTerm(contract.MaxPortRulesPerEntry)),
+		ast.Item(ast.InternedTerm("maxPortRules"), ast.IntNumberTerm(contract.MaxPortRules)),
+		ast.Item(ast.InternedTerm("maxConntrack"), ast.IntNumberTerm(contract.MaxConntrack)),
 	)
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/strictgate/strictgate/agent/datapath/packet"
 	"github.com/strictgate/strictgate/agent/rules"
 	"github.com/strictgate/strictgate/agent/verdict"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 func init() {
@@ -89,8 +90,8 @@ func (b *bpfEngine) pod(k types.NamespacedName) (int, error) {
 	if !ok {
 		return 0, fmt.Errorf("pod %s has no compiled rules", k)
 	}
-	if len(b.ifindex) >= rules.MaxPods {
-		return 0, fmt.Errorf("the datapath holds at most %d pods; split the flows", rules.MaxPods)
+	if len(b.ifindex) >= contract.MaxPods {
+		return 0, fmt.Errorf("the datapath holds at most %d pods; split the flows", contract.MaxPods)
 	}
 	shared.Lock()
 	ix := shared.nextIfindex
