@@ -11,7 +11,6 @@ import (
 
 	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/internal/flagutil"
-	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 // Config is the agent's configuration; RegisterFlags binds it to command-line flags.
@@ -51,8 +50,8 @@ type Config struct {
 }
 
 // Scope is the set of namespaces strictgate does not enforce, as the webhook computes it.
-func (c *Config) Scope() enforce.Scope {
-	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces, Selector: c.NamespaceSelector}
+func (c *Config) Scope() contract.Scope {
+	return contract.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces, Selector: c.NamespaceSelector}
 }
 
 // DefaultConfig returns the defaults the flags start from.
@@ -104,7 +103,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.AllowHost, "allow-host", c.AllowHost, "let traffic between pods and their node's own addresses pass (kubelet probes)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "strictgate's own namespace, never enforced (give the webhook's --namespace; env POD_NAMESPACE)")
 	fs.Var(flagutil.NewStringList(&c.ExcludedNamespaces), "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated; give the webhook's --exclude-namespace values)")
-	fs.Var(enforce.SelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", enforce.SelectorFlagUsage+" (give the webhook's value)")
+	fs.Var(contract.NamespaceSelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", contract.NamespaceSelectorUsage+" (give the webhook's value)")
 	fs.BoolVar(&c.DefaultDeny, "default-deny", c.DefaultDeny, "enforced namespaces get strictgate-default-deny, so a new pod's first programming waits for it (give the webhook's value)")
 }
 

@@ -24,7 +24,6 @@ import (
 	"github.com/strictgate/strictgate/agent/rules"
 	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
-	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 func TestConfigScopeFlags(t *testing.T) {
@@ -48,7 +47,7 @@ func TestConfigScopeFlags(t *testing.T) {
 			if err := fs.Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
-			want := enforce.Scope{OwnNamespace: tc.wantNS, Excluded: tc.wantExcluded}
+			want := contract.Scope{OwnNamespace: tc.wantNS, Excluded: tc.wantExcluded}
 			if got := c.Scope(); got.OwnNamespace != want.OwnNamespace || !slices.Equal(got.Excluded, want.Excluded) {
 				t.Fatalf("Scope() = %+v, want %+v", got, want)
 			}
@@ -188,7 +187,7 @@ func TestAgentWaitsForDefaultDeny(t *testing.T) {
 		}{
 			{"monitoring", nil, "10.202.0.3"},
 			{"sg-own", nil, "10.202.0.4"},
-			{"opted-out", map[string]string{enforce.Label: enforce.Disabled}, "10.202.0.5"},
+			{"opted-out", map[string]string{contract.EnforceLabel: contract.EnforceDisabled}, "10.202.0.5"},
 		} {
 			createNamespace(t, cs, ns.name, ns.labels)
 			startPod(t, cs, ns.name, "p", nodeName, ns.ip, map[string]string{"app": "p"})
@@ -210,7 +209,7 @@ func TestAgentWaitsForDefaultDeny(t *testing.T) {
 		startPod(t, cs, "team-b", "web", nodeName, "10.202.0.6", map[string]string{"app": "web"})
 		waitCondition(t, cs, "team-b", "web", isWaiting)
 		ns := must(cs.CoreV1().Namespaces().Get(ctx, "team-b", metav1.GetOptions{}))
-		ns.Labels = map[string]string{enforce.Label: enforce.Disabled}
+		ns.Labels = map[string]string{contract.EnforceLabel: contract.EnforceDisabled}
 		must(cs.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}))
 		c := waitCondition(t, cs, "team-b", "web", isTrue)
 		if !strings.Contains(c.Message, "ingress: unrestricted") {
@@ -296,7 +295,7 @@ func TestAgentScopeSwitches(t *testing.T) {
 
 	t.Run("namespaceSelector: only matching namespaces wait", func(t *testing.T) {
 		acfg := testConfig()
-		sel, err := enforce.ParseSelector("strictgate.dev/tier=enforced")
+		sel, err := contract.ParseNamespaceSelector("strictgate.dev/tier=enforced")
 		if err != nil {
 			t.Fatal(err)
 		}

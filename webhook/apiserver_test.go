@@ -36,7 +36,6 @@ import (
 	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
 	"github.com/strictgate/strictgate/webhook/defaultdeny"
-	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 // env is one real kube-apiserver with strictgate's webhook server running against it,
@@ -395,7 +394,7 @@ func (e *env) testProbes(t *testing.T) {
 func (e *env) testPodGate(t *testing.T) {
 	ctx := context.Background()
 	e.namespace("pods-enforced", nil)
-	e.namespace("pods-optout", map[string]string{enforce.Label: enforce.Disabled})
+	e.namespace("pods-optout", map[string]string{contract.EnforceLabel: contract.EnforceDisabled})
 	e.namespace("legacy", nil) // excluded by configuration
 	tests := []struct {
 		name, ns  string
@@ -463,13 +462,13 @@ func (e *env) testNamespaceOptOut(t *testing.T) {
 			ns.Labels = map[string]string{}
 		}
 		if value == nil {
-			delete(ns.Labels, enforce.Label)
+			delete(ns.Labels, contract.EnforceLabel)
 		} else {
-			ns.Labels[enforce.Label] = *value
+			ns.Labels[contract.EnforceLabel] = *value
 		}
 		return c.Update(ctx, ns)
 	}
-	disabled, other := enforce.Disabled, "enabled"
+	disabled, other := contract.EnforceDisabled, "enabled"
 	wantDenied := func(t *testing.T, err error) {
 		t.Helper()
 		if err == nil {
@@ -481,7 +480,7 @@ func (e *env) testNamespaceOptOut(t *testing.T) {
 	}
 
 	t.Run("normal user cannot create an opted-out namespace", func(t *testing.T) {
-		wantDenied(t, alice.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns-a", Labels: map[string]string{enforce.Label: enforce.Disabled}}}))
+		wantDenied(t, alice.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns-a", Labels: map[string]string{contract.EnforceLabel: contract.EnforceDisabled}}}))
 	})
 	t.Run("normal user can create a namespace", func(t *testing.T) {
 		if err := alice.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns-a", Labels: map[string]string{"team": "a"}}}); err != nil {
@@ -511,7 +510,7 @@ func (e *env) testNamespaceOptOut(t *testing.T) {
 		}
 	})
 	t.Run("admin group can create an opted-out namespace", func(t *testing.T) {
-		if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns-b", Labels: map[string]string{enforce.Label: enforce.Disabled}}}); err != nil {
+		if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns-b", Labels: map[string]string{contract.EnforceLabel: contract.EnforceDisabled}}}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -560,7 +559,7 @@ func (e *env) testDefaultDeny(t *testing.T) {
 
 	t.Run("created for a new namespace", func(t *testing.T) { e.wantGenerated(t, ns, true) })
 	t.Run("not created in excluded namespaces", func(t *testing.T) {
-		e.namespace("dd-optout", map[string]string{enforce.Label: enforce.Disabled})
+		e.namespace("dd-optout", map[string]string{contract.EnforceLabel: contract.EnforceDisabled})
 		time.Sleep(time.Second)
 		e.wantGenerated(t, "dd-optout", false)
 		e.wantGenerated(t, "kube-system", false)
@@ -665,22 +664,22 @@ func (e *env) testDefaultDeny(t *testing.T) {
 				t.Fatal(err)
 			}
 			if v == nil {
-				delete(nsObj.Labels, enforce.Label)
+				delete(nsObj.Labels, contract.EnforceLabel)
 			} else {
-				nsObj.Labels[enforce.Label] = *v
+				nsObj.Labels[contract.EnforceLabel] = *v
 			}
 			if err := e.admin.Update(ctx, nsObj); err != nil {
 				t.Fatal(err)
 			}
 		}
-		disabled := enforce.Disabled
+		disabled := contract.EnforceDisabled
 		set(&disabled)
 		e.wantGenerated(t, ns, false)
 		set(nil)
 		e.wantGenerated(t, ns, true)
 	})
 	t.Run("someone else's policy under our name is not deleted on opt-out", func(t *testing.T) {
-		e.namespace("dd-foreign", map[string]string{enforce.Label: enforce.Disabled})
+		e.namespace("dd-foreign", map[string]string{contract.EnforceLabel: contract.EnforceDisabled})
 		foreign := defaultdeny.DenyPolicy("dd-foreign")
 		foreign.Labels = nil
 		mustCreate(t, e.admin, foreign)

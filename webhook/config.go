@@ -13,8 +13,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/internal/flagutil"
-	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 // Names other components and the chart depend on.
@@ -125,8 +125,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ServiceAccount, "service-account", c.ServiceAccount, "full username of the webhook's own service account, system:serviceaccount:<ns>:<name>")
 	fs.StringVar(&c.AgentServiceAccount, "agent-service-account", c.AgentServiceAccount, "full username of the agent's service account")
 	fs.Var(flagutil.NewStringList(&c.ExcludedNamespaces), "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated)")
-	fs.Var(flagutil.NewStringList(&c.OptOutGroups), "opt-out-group", "group allowed to set the "+enforce.Label+" label (repeatable or comma-separated; replaces the default)")
-	fs.Var(enforce.SelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", enforce.SelectorFlagUsage)
+	fs.Var(flagutil.NewStringList(&c.OptOutGroups), "opt-out-group", "group allowed to set the "+contract.EnforceLabel+" label (repeatable or comma-separated; replaces the default)")
+	fs.Var(contract.NamespaceSelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", contract.NamespaceSelectorUsage)
 	fs.BoolVar(&c.DefaultDeny, "default-deny", c.DefaultDeny, "generate strictgate-default-deny in every enforced namespace (false: gate and enforce NetworkPolicies only; generated policies are removed)")
 	fs.BoolVar(&c.DNSPolicy, "dns-policy", c.DNSPolicy, "generate strictgate-allow-dns (egress to kube-dns) beside strictgate-default-deny")
 	fs.StringVar(&c.DNSNamespace, "dns-namespace", c.DNSNamespace, "namespace of the cluster DNS pods strictgate-allow-dns allows")
@@ -189,8 +189,8 @@ func (c *Config) Validate() error {
 }
 
 // Scope is the set of namespaces strictgate does not enforce, as enforce needs it.
-func (c *Config) Scope() enforce.Scope {
-	return enforce.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces, Selector: c.NamespaceSelector}
+func (c *Config) Scope() contract.Scope {
+	return contract.Scope{OwnNamespace: c.Namespace, Excluded: c.ExcludedNamespaces, Selector: c.NamespaceSelector}
 }
 
 // parseLabels parses key=value[,key=value].

@@ -21,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/strictgate/strictgate/internal/contract"
-	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 // fakeNamespaces is an in-memory NamespaceGetter for pure handler tests; the
@@ -41,13 +40,13 @@ func (f fakeNamespaces) GetNamespace(_ context.Context, name string) (*corev1.Na
 func testNamespaces() fakeNamespaces {
 	return fakeNamespaces{
 		"team-a": nsNamed("team-a"),
-		"optout": nsNamed("optout", enforce.Label, enforce.Disabled),
+		"optout": nsNamed("optout", contract.EnforceLabel, contract.EnforceDisabled),
 		"legacy": nsNamed("legacy"),
 	}
 }
 
 func testMutator() *PodMutator {
-	return &PodMutator{Scope: enforce.Scope{OwnNamespace: "strictgate", Excluded: []string{"legacy"}}, Namespaces: testNamespaces()}
+	return &PodMutator{Scope: contract.Scope{OwnNamespace: "strictgate", Excluded: []string{"legacy"}}, Namespaces: testNamespaces()}
 }
 
 func podJSON(t testing.TB, p *corev1.Pod) []byte {
@@ -191,8 +190,8 @@ func nsRequest(op admissionv1.Operation, groups []string, oldLabels, newLabels m
 
 func TestNamespaceValidator(t *testing.T) {
 	v := &NamespaceValidator{Groups: []string{"admins"}}
-	off := map[string]string{enforce.Label: enforce.Disabled}
-	odd := map[string]string{enforce.Label: "maybe"}
+	off := map[string]string{contract.EnforceLabel: contract.EnforceDisabled}
+	odd := map[string]string{contract.EnforceLabel: "maybe"}
 	plain := map[string]string{"team": "a"}
 	user, admin, master := []string{"devs"}, []string{"devs", "admins"}, []string{SuperuserGroup}
 	tests := []struct {
@@ -251,15 +250,15 @@ func toOps(t testing.TB, patch []byte) []jsonpatch.JsonPatchOperation {
 // TestPodMutatorNamespaceSelector: with enforcement.namespaceSelector only matching
 // namespaces are gated; the selector never gates an excluded or opted-out namespace.
 func TestPodMutatorNamespaceSelector(t *testing.T) {
-	sel, err := enforce.ParseSelector(`{"matchLabels":{"strictgate.dev/tier":"enforced"}}`)
+	sel, err := contract.ParseNamespaceSelector(`{"matchLabels":{"strictgate.dev/tier":"enforced"}}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &PodMutator{Scope: enforce.Scope{OwnNamespace: "strictgate", Selector: sel}, Namespaces: fakeNamespaces{
+	m := &PodMutator{Scope: contract.Scope{OwnNamespace: "strictgate", Selector: sel}, Namespaces: fakeNamespaces{
 		"selected":        nsNamed("selected", "strictgate.dev/tier", "enforced"),
 		"unselected":      nsNamed("unselected", "strictgate.dev/tier", "other"),
 		"unlabelled":      nsNamed("unlabelled"),
-		"selected-optout": nsNamed("selected-optout", "strictgate.dev/tier", "enforced", enforce.Label, enforce.Disabled),
+		"selected-optout": nsNamed("selected-optout", "strictgate.dev/tier", "enforced", contract.EnforceLabel, contract.EnforceDisabled),
 	}}
 	raw := podJSON(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}})
 	for ns, wantGate := range map[string]bool{"selected": true, "unselected": false, "unlabelled": false, "selected-optout": false, "kube-system": false} {

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
 
-	"github.com/strictgate/strictgate/webhook/enforce"
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // SuperuserGroup may always set the opt-out label. Members bypass RBAC and can delete
@@ -57,13 +57,13 @@ func (v *NamespaceValidator) Handle(_ context.Context, req admission.Request) ad
 		if err != nil {
 			return admission.Errored(http.StatusBadRequest, err)
 		}
-		newVal, newHas = obj.Metadata.Labels[enforce.Label]
+		newVal, newHas = obj.Metadata.Labels[contract.EnforceLabel]
 		if req.Operation == admissionv1.Update {
 			old, err := decodeNamespace(req.OldObject.Raw, "oldObject")
 			if err != nil {
 				return admission.Errored(http.StatusBadRequest, err)
 			}
-			oldVal, oldHas = old.Metadata.Labels[enforce.Label]
+			oldVal, oldHas = old.Metadata.Labels[contract.EnforceLabel]
 		}
 	default:
 		return admission.Allowed("")
@@ -79,7 +79,7 @@ func (v *NamespaceValidator) Handle(_ context.Context, req admission.Request) ad
 		"setting label %s=%q on namespace %s needs membership in one of the groups %v: "+
 			"it switches strictgate's NetworkPolicy enforcement for the namespace. "+
 			"Ask an enforcement admin, or remove the label instead (removing it is always allowed)",
-		enforce.Label, newVal, req.Name, v.allowedGroups()))
+		contract.EnforceLabel, newVal, req.Name, v.allowedGroups()))
 }
 
 func (v *NamespaceValidator) allowedGroups() []string {

@@ -19,7 +19,6 @@ import (
 	kjson "sigs.k8s.io/json"
 
 	"github.com/strictgate/strictgate/internal/contract"
-	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 // NamespaceGetter finds a namespace by name. The server passes a cache-backed reader
@@ -32,7 +31,7 @@ type NamespaceGetter interface {
 // Gates can only be set at CREATE, so this is the one chance; the agent on the pod's
 // node later sets the condition True once the pod's policy is in the kernel.
 type PodMutator struct {
-	Scope      enforce.Scope
+	Scope      contract.Scope
 	Namespaces NamespaceGetter
 }
 

@@ -3,7 +3,7 @@ package contract
 import "fmt"
 
 // Mode is the enforcement mode of a node: the agent's --mode, the CNI plugin's "mode"
-// and the chart's enforcement.mode (design: "Enforcement modes").
+// and the chart's enforcement.mode (docs/design.md, "Contracts").
 type Mode string
 
 const (

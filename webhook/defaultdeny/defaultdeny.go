@@ -28,7 +28,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/strictgate/strictgate/internal/contract"
-	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 // The names and labels of the generated objects are contract.DefaultDenyPolicy,
@@ -48,7 +47,7 @@ type Reconciler struct {
 	// Client reads (from the manager's cache) and writes.
 	Client client.Client
 	// Scope decides which namespaces are enforced.
-	Scope enforce.Scope
+	Scope contract.Scope
 	// Disabled generates nothing (chart enforcement.defaultDeny=false) and removes the
 	// policies an earlier configuration generated, so that switching default-deny off
 	// does not leave namespaces denied by objects nobody may delete.

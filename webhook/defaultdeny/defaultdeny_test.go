@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/strictgate/strictgate/internal/contract"
-	"github.com/strictgate/strictgate/webhook/enforce"
 )
 
 // roundTrip stores and reads back p as the API server would (JSON), which is where
@@ -86,7 +85,7 @@ func TestUpToDate(t *testing.T) {
 
 func selector(t *testing.T, s string) labels.Selector {
 	t.Helper()
-	sel, err := enforce.ParseSelector(s)
+	sel, err := contract.ParseNamespaceSelector(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +93,7 @@ func selector(t *testing.T, s string) labels.Selector {
 }
 
 func TestDesired(t *testing.T) {
-	r := &Reconciler{Scope: enforce.Scope{OwnNamespace: "strictgate"}, DNSPolicy: true}
+	r := &Reconciler{Scope: contract.Scope{OwnNamespace: "strictgate"}, DNSPolicy: true}
 	ns := func(name string, labels map[string]string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 	}
@@ -106,14 +105,14 @@ func TestDesired(t *testing.T) {
 	}{
 		{"enforced", r, ns("a", nil), true, true},
 		{"enforced without dns", &Reconciler{DNSPolicy: false}, ns("a", nil), true, false},
-		{"opted out", r, ns("a", map[string]string{enforce.Label: enforce.Disabled}), false, false},
+		{"opted out", r, ns("a", map[string]string{contract.EnforceLabel: contract.EnforceDisabled}), false, false},
 		{"own namespace", r, ns("strictgate", nil), false, false},
 		{"kube-system", r, ns("kube-system", nil), false, false},
 		// enforcement.defaultDeny=false: nothing generated, so what an earlier
 		// configuration generated is deleted (nil desired).
 		{"default-deny off", &Reconciler{DNSPolicy: true, Disabled: true}, ns("a", nil), false, false},
-		{"selector matches", &Reconciler{Scope: enforce.Scope{Selector: selector(t, "tier=prod")}}, ns("a", map[string]string{"tier": "prod"}), true, false},
-		{"selector misses", &Reconciler{DNSPolicy: true, Scope: enforce.Scope{Selector: selector(t, "tier=prod")}}, ns("a", map[string]string{"tier": "dev"}), false, false},
+		{"selector matches", &Reconciler{Scope: contract.Scope{Selector: selector(t, "tier=prod")}}, ns("a", map[string]string{"tier": "prod"}), true, false},
+		{"selector misses", &Reconciler{DNSPolicy: true, Scope: contract.Scope{Selector: selector(t, "tier=prod")}}, ns("a", map[string]string{"tier": "dev"}), false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,9 @@
-// Package enforce decides whether strictgate enforces a namespace. It is pure: the
-// mutating webhook, the namespace validator, the default-deny controller and the agent
-// all ask the same question and must get the same answer, so the answer lives here once.
-package enforce
+package contract
+
+// Which namespaces strictgate enforces. The mutating webhook, the namespace validator,
+// the default-deny controller and the agent all ask the same question and must get the
+// same answer, so the answer lives here once (docs/design.md, "Which namespaces are
+// enforced").
 
 import (
 	"encoding/json"
@@ -15,10 +17,10 @@ import (
 )
 
 const (
-	// Label is the per-namespace opt-out label (DESIGN.md).
-	Label = "strictgate.dev/enforce"
-	// Disabled is the only value of Label that switches enforcement off.
-	Disabled = "disabled"
+	// EnforceLabel is the per-namespace opt-out label (docs/design.md).
+	EnforceLabel = "strictgate.dev/enforce"
+	// EnforceDisabled is the only value of EnforceLabel that switches enforcement off.
+	EnforceDisabled = "disabled"
 )
 
 // AlwaysExcluded are namespaces that are never enforced whatever the configuration:
@@ -66,13 +68,13 @@ func (s Scope) Enforced(ns *corev1.Namespace) bool {
 	return !OptedOut(ns.Labels)
 }
 
-// ParseSelector parses a namespace selector as the --namespace-selector flags of the
+// ParseNamespaceSelector parses a namespace selector as the --namespace-selector flags of the
 // webhook and the agent take it: a metav1.LabelSelector in JSON (what the chart passes:
 // {"matchLabels":{...},"matchExpressions":[...]}) or the label-selector syntax of
 // kubectl -l ("team=a,env in (prod,staging),!legacy"). An empty string, {} and a
 // selector without requirements all select every namespace and give nil, so that "no
 // selector" has one representation.
-func ParseSelector(s string) (labels.Selector, error) {
+func ParseNamespaceSelector(s string) (labels.Selector, error) {
 	s = strings.TrimSpace(s)
 	var sel labels.Selector
 	if strings.HasPrefix(s, "{") {
@@ -103,16 +105,16 @@ func ParseSelector(s string) (labels.Selector, error) {
 
 // OptedOut reports whether labels carry the opt-out label with its one meaningful value.
 func OptedOut(labels map[string]string) bool {
-	return labels[Label] == Disabled
+	return labels[EnforceLabel] == EnforceDisabled
 }
 
-// SelectorFlag is the flag.Value of --namespace-selector: it parses with ParseSelector
+// NamespaceSelectorFlag is the flag.Value of --namespace-selector: it parses with ParseNamespaceSelector
 // into *dst. The webhook and the agent bind the same flag so that they read the chart's
 // one value the same way.
-type SelectorFlag struct{ Dst *labels.Selector }
+type NamespaceSelectorFlag struct{ Dst *labels.Selector }
 
 // String implements flag.Value.
-func (f SelectorFlag) String() string {
+func (f NamespaceSelectorFlag) String() string {
 	if f.Dst == nil || *f.Dst == nil {
 		return ""
 	}
@@ -120,8 +122,8 @@ func (f SelectorFlag) String() string {
 }
 
 // Set implements flag.Value.
-func (f SelectorFlag) Set(s string) error {
-	sel, err := ParseSelector(s)
+func (f NamespaceSelectorFlag) Set(s string) error {
+	sel, err := ParseNamespaceSelector(s)
 	if err != nil {
 		return err
 	}
@@ -129,5 +131,5 @@ func (f SelectorFlag) Set(s string) error {
 	return nil
 }
 
-// SelectorFlagUsage is the help text of --namespace-selector.
-const SelectorFlagUsage = `enforce only namespaces whose labels match this selector: a LabelSelector as JSON ({"matchLabels":{...},"matchExpressions":[...]}) or kubectl -l syntax; empty = every namespace (excluded and opted-out namespaces stay unenforced)`
+// NamespaceSelectorUsage is the help text of --namespace-selector.
+const NamespaceSelectorUsage = `enforce only namespaces whose labels match this selector: a LabelSelector as JSON ({"matchLabels":{...},"matchExpressions":[...]}) or kubectl -l syntax; empty = every namespace (excluded and opted-out namespaces stay unenforced)`

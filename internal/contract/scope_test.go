@@ -1,4 +1,4 @@
-package enforce
+package contract
 
 import (
 	"testing"
@@ -22,9 +22,9 @@ func TestEnforced(t *testing.T) {
 		want bool
 	}{
 		{"plain namespace is enforced", ns("team-a", nil), true},
-		{"other value of the label keeps enforcement", ns("team-a", map[string]string{Label: "enabled"}), true},
-		{"upper-case value is not the opt-out value", ns("team-a", map[string]string{Label: "Disabled"}), true},
-		{"opted out", ns("team-a", map[string]string{Label: Disabled}), false},
+		{"other value of the label keeps enforcement", ns("team-a", map[string]string{EnforceLabel: "enabled"}), true},
+		{"upper-case value is not the opt-out value", ns("team-a", map[string]string{EnforceLabel: "EnforceDisabled"}), true},
+		{"opted out", ns("team-a", map[string]string{EnforceLabel: EnforceDisabled}), false},
 		{"kube-system", ns("kube-system", nil), false},
 		{"kube-public", ns("kube-public", nil), false},
 		{"kube-node-lease", ns("kube-node-lease", nil), false},
@@ -72,7 +72,7 @@ func TestSelector(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sel, err := ParseSelector(tt.selector)
+			sel, err := ParseNamespaceSelector(tt.selector)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,7 +82,7 @@ func TestSelector(t *testing.T) {
 			if got := scope.Enforced(ns("team-a", tt.labels)); got != tt.want {
 				t.Fatalf("Enforced = %v, want %v", got, tt.want)
 			}
-			optedOut := map[string]string{Label: Disabled}
+			optedOut := map[string]string{EnforceLabel: EnforceDisabled}
 			for k, v := range tt.labels {
 				optedOut[k] = v
 			}
@@ -104,11 +104,11 @@ func TestParseSelectorErrors(t *testing.T) {
 		"bad key!=x",                             // invalid key
 		`{"matchLabels":{"team":"not a value"}}`, // invalid value
 	} {
-		if sel, err := ParseSelector(s); err == nil {
-			t.Errorf("ParseSelector(%q) = %v, want an error", s, sel)
+		if sel, err := ParseNamespaceSelector(s); err == nil {
+			t.Errorf("ParseNamespaceSelector(%q) = %v, want an error", s, sel)
 		}
 	}
-	if sel, err := ParseSelector(`{"matchLabels":{}}`); err != nil || sel != nil {
+	if sel, err := ParseNamespaceSelector(`{"matchLabels":{}}`); err != nil || sel != nil {
 		t.Fatalf("selector without requirements = %v, %v; want nil, nil", sel, err)
 	}
 }
