@@ -37,9 +37,10 @@ golden: ## Rewrite the golden files of the compiler and verdict tests (review th
 	$(GO) test ./agent/compile ./agent/verdict -run Golden -update
 
 .PHONY: lint
-lint: ## gofmt + go vet.
+lint: ## gofmt + go vet + staticcheck (pinned in go.mod as a tool).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 ##@ Build
 

@@ -234,12 +234,12 @@ func (h *hygEnv) seed(t *testing.T) {
 	})
 }
 
-// create applies np as admin and returns the error and the warnings the client got.
-func (h *hygEnv) create(t *testing.T, np *networkingv1.NetworkPolicy, opts ...client.CreateOption) (error, []string) {
+// create applies np as admin and returns the warnings the client got and the error.
+func (h *hygEnv) create(t *testing.T, np *networkingv1.NetworkPolicy, opts ...client.CreateOption) ([]string, error) {
 	t.Helper()
 	h.warnings.take()
 	err := h.admin.Create(context.Background(), np, opts...)
-	return err, h.warnings.take()
+	return h.warnings.take(), err
 }
 
 func (h *hygEnv) cleanup(t *testing.T, np *networkingv1.NetworkPolicy) {
@@ -502,7 +502,7 @@ func (h *hygEnv) testRules(t *testing.T) {
 			bad := np(slug+"-bad", tc.bad)
 			if tc.annotate {
 				bad.Annotations = map[string]string{"strictgate.dev/allow-open-rule": "public health checks from the load balancer"}
-				err, warnings := h.create(t, bad)
+				warnings, err := h.create(t, bad)
 				if err != nil {
 					t.Fatalf("exempted policy refused: %v", err)
 				}
@@ -515,7 +515,7 @@ func (h *hygEnv) testRules(t *testing.T) {
 				return
 			}
 
-			err, warnings := h.create(t, bad)
+			warnings, err := h.create(t, bad)
 			switch tc.want {
 			case denied:
 				if err == nil {
@@ -547,7 +547,7 @@ func (h *hygEnv) testRules(t *testing.T) {
 			}
 
 			good := np(slug+"-good", tc.good)
-			err, warnings = h.create(t, good)
+			warnings, err = h.create(t, good)
 			if err != nil {
 				t.Fatalf("compliant policy refused: %v", err)
 			}
@@ -566,7 +566,7 @@ func (h *hygEnv) testDryRun(t *testing.T) {
 	before := hygMetric(t, "strictgate_hygiene_findings_total", labels)
 	beforeReal := hygMetric(t, "strictgate_hygiene_findings_total", map[string]string{"rule": "SG001-open-rule", "action": "deny", "dry_run": "false"})
 	bad := np("dry-run", func(s *networkingv1.NetworkPolicySpec) { s.Ingress = []networkingv1.NetworkPolicyIngressRule{{}} })
-	err, _ := h.create(t, bad, client.DryRunAll)
+	_, err := h.create(t, bad, client.DryRunAll)
 	if err == nil || !strings.Contains(err.Error(), "SG001-open-rule") {
 		t.Fatalf("dry-run create: %v, want the same denial as a real one", err)
 	}
@@ -669,7 +669,7 @@ func (h *hygEnv) testCustomRules(t *testing.T) {
 	}
 	// Before the rule exists the policy is fine.
 	probe := labelled("custom-probe")
-	if err, _ := h.create(t, probe); err != nil {
+	if _, err := h.create(t, probe); err != nil {
 		t.Fatalf("before the custom rule: %v", err)
 	}
 	h.cleanup(t, probe)
@@ -681,7 +681,7 @@ func (h *hygEnv) testCustomRules(t *testing.T) {
 	}
 	took := hygEventually(t, 10*time.Second, "custom rule enforced", func() error {
 		p := labelled("custom-probe")
-		err, _ := h.create(t, p)
+		_, err := h.create(t, p)
 		if err == nil {
 			h.cleanup(t, p)
 			return errors.New("admitted")
@@ -715,7 +715,7 @@ func (h *hygEnv) testCustomRules(t *testing.T) {
 			t.Errorf("status has no error: %+v", st)
 		}
 		p := labelled("custom-after-broken")
-		err, _ := h.create(t, p)
+		_, err := h.create(t, p)
 		if err == nil || !strings.Contains(err.Error(), "CUSTOM001-forbidden-label") {
 			h.cleanup(t, p)
 			t.Fatalf("after %s: %v, want the last good set (with CUSTOM001) still enforcing", broken.file, err)

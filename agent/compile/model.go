@@ -149,11 +149,11 @@ func labelsEqual(a, b labels.Set) bool {
 	return true
 }
 
-// portSpec is one entry of a rule's ports.
+// portSpec is a named port of a rule, resolved per pod (numeric ports need no
+// resolution and go straight into ruleInfo.numeric).
 type portSpec struct {
-	proto       rules.Protocol
-	name        string // named port; first/last unused
-	first, last uint16
+	proto rules.Protocol
+	name  string
 }
 
 // peerInfo is one entry of a rule's from/to.

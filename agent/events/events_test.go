@@ -23,10 +23,9 @@ import (
 )
 
 type resolver struct {
-	ips    map[netip.Addr]types.NamespacedName
-	ifs    map[int]types.NamespacedName
-	rules  map[rules.RuleID]compile.RuleRef
-	nsOfIf map[int]string
+	ips   map[netip.Addr]types.NamespacedName
+	ifs   map[int]types.NamespacedName
+	rules map[rules.RuleID]compile.RuleRef
 }
 
 func (r resolver) PodByIP(a netip.Addr) (types.NamespacedName, bool) { k, ok := r.ips[a]; return k, ok }
