@@ -1,9 +1,7 @@
 package contract
 
-import "fmt"
-
 // EventLogMode selects what the policy event log keeps: the agent's --event-mode and
-// the chart's agent.policyEventLogs.
+// the chart's agent.policyEventLogs value.
 type EventLogMode string
 
 const (
@@ -17,11 +15,7 @@ const (
 
 // ParseEventLogMode parses none, deny or all.
 func ParseEventLogMode(s string) (EventLogMode, error) {
-	switch m := EventLogMode(s); m {
-	case EventLogNone, EventLogDeny, EventLogAll:
-		return m, nil
-	}
-	return "", fmt.Errorf("unknown event mode %q: want none, deny or all", s)
+	return parseName("event mode", s, EventLogNone, EventLogDeny, EventLogAll)
 }
 
 // Keeps reports whether the log keeps events of verdict v.

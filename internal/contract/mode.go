@@ -1,9 +1,7 @@
 package contract
 
-import "fmt"
-
 // Mode is the enforcement mode of a node: the agent's --mode, the CNI plugin's "mode"
-// and the chart's enforcement.mode (docs/design.md, "Contracts").
+// and the chart's mode value (docs/design.md, "Contracts").
 type Mode string
 
 const (
@@ -17,11 +15,7 @@ const (
 
 // ParseMode parses a mode name; the error names the valid ones.
 func ParseMode(s string) (Mode, error) {
-	switch m := Mode(s); m {
-	case ModeStrict, ModeStandard, ModeAudit:
-		return m, nil
-	}
-	return "", fmt.Errorf("unknown mode %q: want strict, standard or audit", s)
+	return parseName("mode", s, ModeStrict, ModeStandard, ModeAudit)
 }
 
 // InitialState is the state of a pod's directions before the agent programs it.

@@ -12,13 +12,10 @@ func (v Verdict) Passes() bool { return v == VerdictAllow || v == VerdictAudit }
 // or AUDIT. DENY is what the seed's query `filter @message like /DENY/` looks for, and
 // no other field of a record ever contains it.
 func (v Verdict) LogName() string {
-	switch v {
-	case VerdictAllow:
-		return "ACCEPT"
-	case VerdictDeny:
-		return "DENY"
-	case VerdictAudit:
-		return "AUDIT"
+	if int(v) < len(logNames) && logNames[v] != "" {
+		return logNames[v]
 	}
 	return fmt.Sprintf("VERDICT_%d", uint8(v))
 }
+
+var logNames = [NumVerdicts]string{VerdictDeny: "DENY", VerdictAllow: "ACCEPT", VerdictAudit: "AUDIT"}
