@@ -2,73 +2,21 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/netip"
 	"os"
-	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/strictgate/strictgate/agent/compile"
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/events"
-	"github.com/strictgate/strictgate/agent/rules"
 	"github.com/strictgate/strictgate/internal/contract"
 )
-
-// PodByIP returns the (non host-network) pod with address ip, from the informer cache.
-func (a *Agent) PodByIP(ip netip.Addr) (types.NamespacedName, bool) {
-	objs, err := a.podInf.GetIndexer().ByIndex(podIPIndex, ip.Unmap().String())
-	if err != nil {
-		return types.NamespacedName{}, false
-	}
-	for _, o := range objs {
-		// Terminated pods may still hold an address a new pod reuses: prefer live ones.
-		if p, ok := o.(*corev1.Pod); ok && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
-			return types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, true
-		}
-	}
-	return types.NamespacedName{}, false
-}
-
-// PodByIfindex returns the local pod attached on interface ifindex.
-func (a *Agent) PodByIfindex(ifindex int) (types.NamespacedName, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for k, st := range a.pods {
-		if st.ifindex == ifindex {
-			return k, true
-		}
-	}
-	return types.NamespacedName{}, false
-}
-
-// Rule resolves a rule ID of the compiler.
-func (a *Agent) Rule(id rules.RuleID) (compile.RuleRef, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.comp.Rule(id)
-}
-
-// NamespaceOfIfindex labels kernel counters.
-func (a *Agent) NamespaceOfIfindex(ifindex int) (string, bool) {
-	k, ok := a.PodByIfindex(ifindex)
-	return k.Namespace, ok
-}
-
-var _ events.Resolver = (*Agent)(nil)
 
 // RESTConfig loads kubeconfig, or the in-cluster configuration when it is empty.
 func RESTConfig(kubeconfig string) (*rest.Config, error) {
@@ -186,30 +134,4 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 	}
 	cancel()
 	return nil
-}
-
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, a *Agent) (*http.Server, error) {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-a.Ready():
-			fmt.Fprintln(w, "ok")
-		default:
-			http.Error(w, "starting: caches syncing or start-up reconcile running", http.StatusServiceUnavailable)
-		}
-	})
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error(err, "metrics server")
-		}
-	}()
-	context.AfterFunc(ctx, func() { srv.Close() })
-	return srv, nil
 }
