@@ -20,7 +20,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/strictgate/strictgate/test/controlplane"
+	"github.com/strictgate/strictgate/internal/toolchain"
 )
 
 // ChartName is the chart's name and the release name the documentation uses.
@@ -28,7 +28,7 @@ const ChartName = "strictgate"
 
 // Dir is the chart's directory in this repository.
 func Dir() string {
-	return filepath.Join(controlplane.RepoRoot(), "charts", ChartName)
+	return filepath.Join(toolchain.RepoRoot(), "charts", ChartName)
 }
 
 var (
@@ -41,7 +41,7 @@ var (
 // minutes) into $STRICTGATE_CACHE/helm-<version>/helm.
 func HelmBinary() (string, error) {
 	helmOnce.Do(func() {
-		v, err := controlplane.Versions()
+		v, err := toolchain.Versions()
 		if err != nil {
 			helmErr = err
 			return
@@ -51,9 +51,9 @@ func HelmBinary() (string, error) {
 			helmErr = errors.New("test/tools/versions.env has no HELM_VERSION")
 			return
 		}
-		p := filepath.Join(controlplane.CacheDir(), "helm-"+version, "helm")
+		p := filepath.Join(toolchain.CacheDir(), "helm-"+version, "helm")
 		if _, err := os.Stat(p); err != nil {
-			if helmErr = controlplane.Build("helm"); helmErr != nil {
+			if helmErr = toolchain.Build("helm"); helmErr != nil {
 				return
 			}
 		}
@@ -66,7 +66,7 @@ func HelmBinary() (string, error) {
 // built from the module proxy lacks the release ldflags that set its default, so
 // `helm template` must be told.
 func KubeVersion() (string, error) {
-	v, err := controlplane.Versions()
+	v, err := toolchain.Versions()
 	if err != nil {
 		return "", err
 	}
@@ -99,7 +99,7 @@ func New(kubeconfig string) (*Helm, error) {
 func (h *Helm) Run(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, h.Bin, args...)
 	// A private helm home keeps tests from reading or writing a person's repositories.
-	home := filepath.Join(controlplane.CacheDir(), "helm-home")
+	home := filepath.Join(toolchain.CacheDir(), "helm-home")
 	cmd.Env = append(os.Environ(),
 		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
 		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),

@@ -9,15 +9,14 @@ package controlplane
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/strictgate/strictgate/internal/toolchain"
 )
 
 // Components are what envtest needs in its binary assets directory.
@@ -29,43 +28,14 @@ var (
 	assetsErr  error
 )
 
-// RepoRoot returns the repository's top directory, found from this source file.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+// RepoRoot returns the repository's top directory (toolchain.RepoRoot).
+func RepoRoot() string { return toolchain.RepoRoot() }
 
-// CacheDir is where outside components are built: $STRICTGATE_CACHE or
-// ~/.cache/strictgate.
-func CacheDir() string {
-	if d := os.Getenv("STRICTGATE_CACHE"); d != "" {
-		return d
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		home = os.TempDir()
-	}
-	return filepath.Join(home, ".cache", "strictgate")
-}
+// CacheDir is where outside components are built (toolchain.CacheDir).
+func CacheDir() string { return toolchain.CacheDir() }
 
-// Versions reads test/tools/versions.env.
-func Versions() (map[string]string, error) {
-	b, err := os.ReadFile(filepath.Join(RepoRoot(), "test", "tools", "versions.env"))
-	if err != nil {
-		return nil, fmt.Errorf("read versions: %w", err)
-	}
-	v := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if k, val, ok := strings.Cut(line, "="); ok {
-			v[k] = val
-		}
-	}
-	return v, nil
-}
+// Versions reads test/tools/versions.env (toolchain.Versions).
+func Versions() (map[string]string, error) { return toolchain.Versions() }
 
 // BinaryPath returns where build.sh puts component, without building it.
 func BinaryPath(component string) (string, error) {
@@ -80,16 +50,8 @@ func BinaryPath(component string) (string, error) {
 	return filepath.Join(CacheDir(), component+"-"+version, component), nil
 }
 
-// Build makes sure the components are built, building the missing ones.
-func Build(components ...string) error {
-	cmd := exec.Command(filepath.Join(RepoRoot(), "test", "tools", "build.sh"), components...)
-	cmd.Env = append(os.Environ(), "STRICTGATE_CACHE="+CacheDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("build %s: %w\n%s", strings.Join(components, " "), err, out)
-	}
-	return nil
-}
+// Build makes sure the components are built, building the missing ones (toolchain.Build).
+func Build(components ...string) error { return toolchain.Build(components...) }
 
 // AssetsDir returns a directory holding etcd, kube-apiserver and kubectl as envtest
 // expects them, building them first if needed.
