@@ -319,7 +319,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, f Flow) (*Result, error) {
 		if res.Egress, err = e.judge(ctx, src.pod, srcIP, rules.Egress, dstIP, proto, port); err != nil {
 			return nil, err
 		}
-		allow = res.Egress.Verdict == "allow"
+		allow = res.Egress.Verdict == rules.Allow.String()
 	}
 	if sp, isSvc := e.C.ServiceAt(dstIP, proto, port); isSvc && !dst.isPod {
 		// Traffic to a ClusterIP is judged as traffic to the Service's backends: every
@@ -340,7 +340,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, f Flow) (*Result, error) {
 				if bo.Ingress, err = e.judge(ctx, k, b.Addr, rules.Ingress, srcIP, proto, b.Port); err != nil {
 					return nil, err
 				}
-				allow = allow && bo.Ingress.Verdict == "allow"
+				allow = allow && bo.Ingress.Verdict == rules.Allow.String()
 			}
 			res.Service.Backends = append(res.Service.Backends, bo)
 		}
@@ -348,7 +348,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, f Flow) (*Result, error) {
 		if res.Ingress, err = e.judge(ctx, dst.pod, dstIP, rules.Ingress, srcIP, proto, port); err != nil {
 			return nil, err
 		}
-		allow = allow && res.Ingress.Verdict == "allow"
+		allow = allow && res.Ingress.Verdict == rules.Allow.String()
 	}
 	res.Verdict = rules.Deny.String()
 	if allow {
