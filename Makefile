@@ -34,7 +34,7 @@ generate-check: ## Fail if `make generate` changes anything (generated code must
 
 .PHONY: golden
 golden: ## Rewrite the golden files of the compiler and verdict tests (review the diff!).
-	$(GO) test ./agent/compile ./agent/verdict -run Golden -update
+	$(GO) test ./agent/compile ./verdict -run Golden -update
 
 .PHONY: lint
 lint: ## gofmt + go vet + staticcheck (pinned in go.mod as a tool).

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/strictgate/strictgate/agent/compile"
-	"github.com/strictgate/strictgate/agent/verdict"
+	"github.com/strictgate/strictgate/verdict"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")

@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/strictgate/strictgate/agent/verdict"
+	"github.com/strictgate/strictgate/verdict"
 )
 
 func init() {

@@ -10,8 +10,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/strictgate/strictgate/agent/verdict"
-	_ "github.com/strictgate/strictgate/agent/verdict/bpfengine" // --engine=bpf
+	"github.com/strictgate/strictgate/verdict"
+	_ "github.com/strictgate/strictgate/verdict/bpfengine" // --engine=bpf
 )
 
 func init() {

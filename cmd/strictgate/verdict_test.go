@@ -13,7 +13,7 @@ import (
 
 // TestVerdictCLI runs the sub-commands as a user would (flags, stdin, exit status).
 func TestVerdictCLI(t *testing.T) {
-	manifests := filepath.Join("..", "..", "agent", "verdict", "testdata", "xyz", "manifests")
+	manifests := filepath.Join("..", "..", "verdict", "testdata", "xyz", "manifests")
 	flowsFile := filepath.Join(t.TempDir(), "flows.jsonl")
 	if err := os.WriteFile(flowsFile, []byte(`{"src":"y/a","dst":"x/a","port":80}`+"\n"+`{"src":"x/b","dst":"x/a","port":80}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestVerdictCLI(t *testing.T) {
 }
 
 func TestVerdictStdin(t *testing.T) {
-	manifests := filepath.Join("..", "..", "agent", "verdict", "testdata", "xyz", "manifests")
+	manifests := filepath.Join("..", "..", "verdict", "testdata", "xyz", "manifests")
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestVerdictStdin(t *testing.T) {
 // xyz case (the bpfengine package's differential test covers random clusters).
 func TestPrivilegedVerdictEngineBPF(t *testing.T) {
 	testenv.RequireRoot(t, "loads eBPF programs (--engine=bpf)")
-	dir := filepath.Join("..", "..", "agent", "verdict", "testdata", "xyz")
+	dir := filepath.Join("..", "..", "verdict", "testdata", "xyz")
 	var outs [2]bytes.Buffer
 	for i, engine := range []string{"go", "bpf"} {
 		var stderr bytes.Buffer

@@ -9,9 +9,9 @@ import (
 
 	"github.com/strictgate/strictgate/agent/compile"
 	"github.com/strictgate/strictgate/agent/compile/compiletest"
-	"github.com/strictgate/strictgate/agent/verdict"
-	_ "github.com/strictgate/strictgate/agent/verdict/bpfengine"
 	"github.com/strictgate/strictgate/internal/testenv"
+	"github.com/strictgate/strictgate/verdict"
+	_ "github.com/strictgate/strictgate/verdict/bpfengine"
 )
 
 // TestPrivilegedEnginesAgree compiles random clusters and judges random flows with the

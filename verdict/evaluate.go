@@ -45,7 +45,7 @@ type PodAddr struct {
 }
 
 // Engines are the available engines by name: "go" always, "bpf" once package
-// agent/verdict/bpfengine is imported.
+// verdict/bpfengine is imported.
 var Engines = map[string]EngineFactory{
 	"go": NewGoEngine,
 }

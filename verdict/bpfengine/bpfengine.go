@@ -17,8 +17,8 @@ import (
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/datapath/packet"
 	"github.com/strictgate/strictgate/agent/rules"
-	"github.com/strictgate/strictgate/agent/verdict"
 	"github.com/strictgate/strictgate/internal/contract"
+	"github.com/strictgate/strictgate/verdict"
 )
 
 func init() {
