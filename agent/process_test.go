@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
 	"github.com/strictgate/strictgate/agent/rules"
 	"github.com/strictgate/strictgate/internal/contract"
+	"github.com/strictgate/strictgate/internal/testenv"
 	"github.com/strictgate/strictgate/test/controlplane"
 )
 
@@ -40,16 +40,6 @@ func writeKubeconfig(t *testing.T, rc *rest.Config) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func httpGet(url string) (int, string) {
@@ -95,7 +85,7 @@ func TestPrivilegedMainAuditMode(t *testing.T) {
 	cfg.Mode = contract.ModeAudit
 	cfg.ExcludedNamespaces = []string{"default"} // no default-deny controller runs here
 	cfg.Kubeconfig = writeKubeconfig(t, rc)
-	cfg.MetricsAddr = freePort(t)
+	cfg.MetricsAddr = testenv.FreeAddr(t)
 	cfg.EventLogFile = filepath.Join(t.TempDir(), "events.log")
 	cfg.PinRoot = "/sys/fs/bpf/strictgate" // private bpffs (Isolate)
 	mctx, cancel := context.WithCancel(ctx)

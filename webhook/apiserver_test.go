@@ -34,6 +34,7 @@ import (
 
 	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
 	"github.com/strictgate/strictgate/internal/contract"
+	"github.com/strictgate/strictgate/internal/testenv"
 	"github.com/strictgate/strictgate/test/controlplane"
 	"github.com/strictgate/strictgate/webhook/defaultdeny"
 )
@@ -99,16 +100,6 @@ func (c countingClient) Delete(ctx context.Context, o client.Object, opts ...cli
 	return c.Client.Delete(ctx, o, opts...)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // servicePathsToURLs makes envtest's URL rewrite produce single-slash URLs: it joins
 // host and path with a "/" of its own.
 func servicePathsToURLs(w *chartfiles.Webhooks) {
@@ -171,8 +162,8 @@ func startEnv(t *testing.T) *env {
 	cfg.Port = e.WebhookInstallOptions.LocalServingPort
 	cfg.CertDir = e.WebhookInstallOptions.LocalServingCertDir
 	cfg.ExcludedNamespaces = []string{"legacy"}
-	cfg.MetricsAddr = freeAddr(t)
-	cfg.ProbeAddr = freeAddr(t)
+	cfg.MetricsAddr = testenv.FreeAddr(t)
+	cfg.ProbeAddr = testenv.FreeAddr(t)
 	cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod = 6*time.Second, 4*time.Second, time.Second
 
 	// Run the manager as the webhook's service account with exactly the chart's RBAC,

@@ -2,6 +2,7 @@
 package testenv
 
 import (
+	"net"
 	"os"
 	"testing"
 )
@@ -22,4 +23,16 @@ func RequireRoot(tb testing.TB, what string) {
 		tb.Fatalf("this test %s and needs root, and %s=1 says this run must not skip it", what, EnvRequireRoot)
 	}
 	tb.Skipf("SKIPPED: this test %s and needs root; run as root (CI does, with %s=1)", what, EnvRequireRoot)
+}
+
+// FreeAddr returns a loopback host:port nothing listens on right now, for a server
+// under test to bind.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
