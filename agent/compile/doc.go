@@ -38,7 +38,7 @@
 //
 // The datapath's egress hook on the client's host-side interface sees a Service's
 // ClusterIP before kube-proxy translates it to a backend. We judge such traffic by the
-// backends, as DESIGN.md asks, and compile it ahead of time: for every Service with a
+// backends, as docs/design.md asks, and compile it ahead of time: for every Service with a
 // ClusterIP (not headless) and every service port, an egress-isolated client may reach
 // ClusterIP:port iff the Service has at least one ready backend and the client's own
 // egress rules allow EVERY ready backend on the backend's target port (numeric, or
