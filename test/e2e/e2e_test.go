@@ -362,7 +362,7 @@ func TestPrivilegedTrafficMatchesVerdict(t *testing.T) {
 	verdicts := runVerdict(t, in.StrictgateBinary(), dir, cl, svc, cases)
 
 	for i, c := range cases {
-		target := c.to
+		var target string
 		if strings.HasPrefix(c.to, "svc:") {
 			target = svc.Spec.ClusterIP
 		} else {
