@@ -212,3 +212,62 @@ func Hosts(in []string) []string {
 	}
 	return out
 }
+
+// WriteLinked stores b in dir the way the kubelet lays out a Secret volume: the files
+// go into a fresh hidden directory, dir/..data is switched to it with one rename, and
+// dir/tls.crt, tls.key and ca.crt are symlinks through ..data. A reader therefore sees
+// the old certificate and key or the new ones, never a new key with an old certificate
+// (as it can between the renames of Write). Earlier generations are removed.
+func WriteLinked(dir string, b *Bundle) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create certificate directory %s: %w", dir, err)
+	}
+	gen, err := os.MkdirTemp(dir, "..gen-")
+	if err != nil {
+		return fmt.Errorf("write certificates into %s: %w", dir, err)
+	}
+	if err := os.Chmod(gen, 0o755); err != nil {
+		return fmt.Errorf("write certificates into %s: %w", dir, err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{{CAFile, b.CACert, 0o644}, {KeyFile, b.Key, 0o600}, {CertFile, b.Cert, 0o644}} {
+		if err := writeAtomic(filepath.Join(gen, f.name), f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	if err := replaceSymlink(filepath.Base(gen), filepath.Join(dir, "..data")); err != nil {
+		return err
+	}
+	for _, name := range []string{CAFile, KeyFile, CertFile} {
+		target := filepath.Join("..data", name)
+		if cur, err := os.Readlink(filepath.Join(dir, name)); err == nil && cur == target {
+			continue
+		}
+		if err := replaceSymlink(target, filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "..gen-*"))
+	for _, o := range old {
+		if o != gen {
+			_ = os.RemoveAll(o) // garbage only; the next write retries
+		}
+	}
+	return nil
+}
+
+// replaceSymlink makes link point at target, atomically (symlink + rename).
+func replaceSymlink(target, link string) error {
+	tmp := link + ".tmp"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("link %s: %w", link, err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		return fmt.Errorf("link %s: %w", link, err)
+	}
+	return nil
+}

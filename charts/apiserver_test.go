@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -183,7 +184,10 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 
 	// No nodes and no controllers here: the pre-delete CNI cleanup Job would never run,
 	// so uninstall would wait for it in vain. The e2e suite checks that hook for real.
-	noHook := map[string]any{"agent": map[string]any{"cni": map[string]any{"uninstallOnDelete": false}}}
+	noHook := map[string]any{"agent": map[string]any{"cni": map[string]any{"uninstallOnDelete": false}},
+		// Helm's lookup of its own certificate is what this test checks; the webhook's
+		// rotation is TestHelmUpgradeKeepsRotatedCertificates'.
+		"selfSignedCert": map[string]any{"rotate": false}}
 	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, noHook); err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	} else if !strings.Contains(string(out), "rollout status") {
@@ -222,7 +226,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 
 	// An upgrade that changes something else keeps the certificate and the caBundles.
 	// A guard that only warns is said at install, not installed silently weaker.
-	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}, "agent": noHook["agent"],
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}, "agent": noHook["agent"], "selfSignedCert": noHook["selfSignedCert"],
 		"gateGuard": map[string]any{"validationActions": []any{"Warn"}}}); err != nil {
 		t.Fatalf("helm upgrade: %v\n%s", err, out)
 	} else if !strings.Contains(string(out), "WARNING: the gate guard is in Warn mode only") {
@@ -293,4 +297,126 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	if _, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("webhook TLS Secret after uninstall: %v", err)
 	}
+}
+
+// TestHelmUpgradeKeepsRotatedCertificates: with the default certificate rotation the
+// webhook writes the Secret's data and the caBundles; helm upgrade must leave both as
+// the webhook wrote them (neither manifest has those fields), and the chart's RBAC must
+// let the webhook's service account do exactly what rotation does.
+func TestHelmUpgradeKeepsRotatedCertificates(t *testing.T) {
+	env := &envtest.Environment{}
+	cfg := controlplane.Start(t, env)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	values := map[string]any{"agent": map[string]any{"cni": map[string]any{"uninstallOnDelete": false}}}
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, values); err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+
+	// As the webhook's service account, with the chart's RBAC: what the rotator, the
+	// injector and the syncer do.
+	saCfg := rest.CopyConfig(cfg)
+	saCfg.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + testNamespace + ":strictgate-webhook",
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + testNamespace, "system:authenticated"},
+	}
+	sa := kubernetes.NewForConfigOrDie(saCfg)
+	byName := metav1.ListOptions{FieldSelector: "metadata.name=strictgate-webhook"}
+	if _, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, byName); err != nil {
+		t.Fatalf("list the mutating configuration by name: %v", err)
+	}
+	if _, err := sa.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, byName); err != nil {
+		t.Fatalf("list the validating configuration by name: %v", err)
+	}
+	if _, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{}); err == nil {
+		t.Error("the webhook may list every MutatingWebhookConfiguration; want only its own")
+	}
+	if _, err := sa.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{}); err == nil {
+		t.Error("the webhook may list Secrets outside its namespace")
+	}
+	sec, err := sa.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-cert", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := map[string][]byte{"ca.crt": []byte("CA"), "ca.key": []byte("CAKEY"), "tls.crt": []byte("CRT"), "tls.key": []byte("KEY")}
+	sec.Data = written
+	if _, err := sa.CoreV1().Secrets(testNamespace).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("update the rotated Secret: %v", err)
+	}
+	bundle := []byte("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+	mw, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range mw.Webhooks {
+		mw.Webhooks[i].ClientConfig.CABundle = bundle
+	}
+	if _, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mw, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("inject the caBundle: %v", err)
+	}
+	vw, err := sa.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range vw.Webhooks {
+		vw.Webhooks[i].ClientConfig.CABundle = bundle
+	}
+	if _, err := sa.AdmissionregistrationV1().ValidatingWebhookConfigurations().Update(ctx, vw, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("inject the caBundle: %v", err)
+	}
+
+	values["webhook"] = map[string]any{"replicas": 3}
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, values); err != nil {
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	}
+	c := kubernetes.NewForConfigOrDie(cfg)
+	after, err := c.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-cert", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range written {
+		if string(after.Data[k]) != string(v) {
+			t.Errorf("helm upgrade changed the rotated Secret's %s", k)
+		}
+	}
+	mw, err = c.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vw, err = c.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cc := range append(clientConfigsOf(mw.Webhooks), clientConfigsOfValidating(vw.Webhooks)...) {
+		if string(cc.CABundle) != string(bundle) {
+			t.Error("helm upgrade removed or changed the injected caBundle")
+		}
+	}
+	if out, err := h.Uninstall(ctx, "strictgate", testNamespace); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+}
+
+func clientConfigsOf(ws []admissionregistrationv1.MutatingWebhook) []admissionregistrationv1.WebhookClientConfig {
+	var out []admissionregistrationv1.WebhookClientConfig
+	for _, w := range ws {
+		out = append(out, w.ClientConfig)
+	}
+	return out
+}
+
+func clientConfigsOfValidating(ws []admissionregistrationv1.ValidatingWebhook) []admissionregistrationv1.WebhookClientConfig {
+	var out []admissionregistrationv1.WebhookClientConfig
+	for _, w := range ws {
+		out = append(out, w.ClientConfig)
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"flag"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -173,7 +174,7 @@ func TestDefaults(t *testing.T) {
 	r := render(t, "strictgate", nil)
 
 	wantKinds := map[string]int{
-		"ServiceAccount": 2, "Secret": 1, "ClusterRole": 3, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 1,
+		"ServiceAccount": 2, "Secret": 1, "ClusterRole": 4, "ClusterRoleBinding": 4, "Role": 2, "RoleBinding": 2,
 		"Service": 3, "Deployment": 1, "DaemonSet": 1, "PodDisruptionBudget": 1,
 		"MutatingWebhookConfiguration": 1, "ValidatingWebhookConfiguration": 1,
 		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
@@ -236,8 +237,9 @@ func TestDefaults(t *testing.T) {
 		if d.Spec.Template.Spec.HostNetwork {
 			t.Error("webhook must not use the host network")
 		}
-		if vol := d.Spec.Template.Spec.Volumes; len(vol) != 1 || vol[0].Secret == nil || vol[0].Secret.SecretName != "strictgate-webhook-tls" {
-			t.Errorf("webhook volumes %+v, want only the TLS Secret", vol)
+		// The webhook writes its rotated certificate into a memory-backed emptyDir.
+		if vol := d.Spec.Template.Spec.Volumes; len(vol) != 1 || vol[0].Name != "tls" || vol[0].EmptyDir == nil || vol[0].EmptyDir.Medium != corev1.StorageMediumMemory {
+			t.Errorf("webhook volumes %+v, want only the memory-backed tls emptyDir", vol)
 		}
 		pdb := one[policyv1.PodDisruptionBudget](r, "PodDisruptionBudget", "strictgate-webhook")
 		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 {
@@ -248,27 +250,41 @@ func TestDefaults(t *testing.T) {
 		}
 	})
 
-	t.Run("TLS: Helm-generated CA signs a serving certificate for the Service", func(t *testing.T) {
-		sec := one[corev1.Secret](r, "Secret", "strictgate-webhook-tls")
-		if sec.Type != corev1.SecretTypeTLS {
-			t.Errorf("secret type %s, want kubernetes.io/tls", sec.Type)
-		}
-		ca := decodeCert(t, sec.Data["ca.crt"])
-		leaf := decodeCert(t, sec.Data["tls.crt"])
-		if len(sec.Data["tls.key"]) == 0 {
-			t.Fatal("tls.key is empty")
-		}
-		roots := x509.NewCertPool()
-		roots.AddCert(ca)
-		for _, dns := range []string{"strictgate-webhook.strictgate.svc", "strictgate-webhook.strictgate.svc.cluster.local"} {
-			if _, err := leaf.Verify(x509.VerifyOptions{DNSName: dns, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-				t.Errorf("serving certificate does not verify for %s against ca.crt: %v", dns, err)
-			}
+	t.Run("TLS: the webhook owns and rotates its certificates", func(t *testing.T) {
+		sec := one[corev1.Secret](r, "Secret", "strictgate-webhook-cert")
+		if sec.Type != corev1.SecretTypeOpaque || len(sec.Data)+len(sec.StringData) != 0 {
+			t.Errorf("rotated Secret: type %s, %d keys; want an empty Opaque Secret (the webhook writes it)", sec.Type, len(sec.Data)+len(sec.StringData))
 		}
 		for _, wh := range webhookClientConfigs(r) {
-			if string(wh.cfg.CABundle) != string(sec.Data["ca.crt"]) {
-				t.Errorf("webhook %s caBundle differs from the Secret's ca.crt", wh.name)
+			if len(wh.cfg.CABundle) != 0 {
+				t.Errorf("webhook %s has a caBundle; the webhook injects it (helm upgrade must leave it alone)", wh.name)
 			}
+		}
+		// The rendered flags parse and validate in the webhook's own configuration.
+		d := one[appsv1.Deployment](r, "Deployment", "strictgate-webhook")
+		cfg := webhook.DefaultConfig()
+		fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		cfg.BindFlags(fs)
+		var args []string // the process's own logging flags are bound by cmd/strictgate
+		for _, a := range onlyContainer(t, d.Spec.Template.Spec.Containers).Args[1:] {
+			if !strings.HasPrefix(a, "-v=") && !strings.HasPrefix(a, "--v=") {
+				args = append(args, a)
+			}
+		}
+		if err := fs.Parse(args); err != nil {
+			t.Fatalf("rendered webhook args: %v", err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("rendered webhook args do not validate: %v", err)
+		}
+		rot := cfg.CertRotation
+		if !rot.Enabled || rot.Secret != sec.Name || rot.MutatingWebhookConfiguration != "strictgate-webhook" || rot.ValidatingWebhookConfiguration != "strictgate-webhook" ||
+			!slices.Equal(rot.DNSNames, []string{"strictgate-webhook.strictgate.svc", "strictgate-webhook.strictgate.svc.cluster.local"}) {
+			t.Errorf("rotation flags %+v", rot)
+		}
+		if rot.CALifetime != 8760*time.Hour || rot.CertLifetime != 2160*time.Hour || rot.RenewBefore != 720*time.Hour {
+			t.Errorf("rotation lifetimes %v / %v / %v, want the values' 8760h / 2160h / 720h", rot.CALifetime, rot.CertLifetime, rot.RenewBefore)
 		}
 	})
 
@@ -369,6 +385,25 @@ func TestDefaults(t *testing.T) {
 		})
 		assertRBAC(t, one[rbacv1.ClusterRole](r, "ClusterRole", "strictgate-gate-setter").Rules, []string{
 			"strictgate.dev/pods/policy-programmed update",
+		})
+		// Certificate rotation: the one Secret and the two webhook configurations, by
+		// name; listing Secrets only in the release namespace.
+		certRole := one[rbacv1.Role](r, "Role", "strictgate-webhook-cert")
+		if certRole.Namespace != testNamespace {
+			t.Errorf("certificate Role in %q, want the release namespace", certRole.Namespace)
+		}
+		assertRBAC(t, certRole.Rules, []string{
+			"/secrets get", "/secrets list", "/secrets watch", "/secrets update strictgate-webhook-cert",
+		})
+		assertRBAC(t, one[rbacv1.ClusterRole](r, "ClusterRole", "strictgate-webhook-cert").Rules, []string{
+			"admissionregistration.k8s.io/mutatingwebhookconfigurations get strictgate-webhook",
+			"admissionregistration.k8s.io/mutatingwebhookconfigurations list strictgate-webhook",
+			"admissionregistration.k8s.io/mutatingwebhookconfigurations watch strictgate-webhook",
+			"admissionregistration.k8s.io/mutatingwebhookconfigurations update strictgate-webhook",
+			"admissionregistration.k8s.io/validatingwebhookconfigurations get strictgate-webhook",
+			"admissionregistration.k8s.io/validatingwebhookconfigurations list strictgate-webhook",
+			"admissionregistration.k8s.io/validatingwebhookconfigurations watch strictgate-webhook",
+			"admissionregistration.k8s.io/validatingwebhookconfigurations update strictgate-webhook",
 		})
 		for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
 			for _, o := range r.byKind(kind) {
@@ -506,6 +541,43 @@ func TestValueSets(t *testing.T) {
 		values  map[string]any
 		check   func(t *testing.T, r *rendered)
 	}{
+		{
+			name: "TLS without rotation: Helm-generated CA signs a serving certificate for the Service", release: "strictgate",
+			values: map[string]any{"selfSignedCert": map[string]any{"rotate": false}},
+			check: func(t *testing.T, r *rendered) {
+				sec := one[corev1.Secret](r, "Secret", "strictgate-webhook-tls")
+				if sec.Type != corev1.SecretTypeTLS {
+					t.Errorf("secret type %s, want kubernetes.io/tls", sec.Type)
+				}
+				ca := decodeCert(t, sec.Data["ca.crt"])
+				leaf := decodeCert(t, sec.Data["tls.crt"])
+				if len(sec.Data["tls.key"]) == 0 {
+					t.Fatal("tls.key is empty")
+				}
+				roots := x509.NewCertPool()
+				roots.AddCert(ca)
+				for _, dns := range []string{"strictgate-webhook.strictgate.svc", "strictgate-webhook.strictgate.svc.cluster.local"} {
+					if _, err := leaf.Verify(x509.VerifyOptions{DNSName: dns, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+						t.Errorf("serving certificate does not verify for %s against ca.crt: %v", dns, err)
+					}
+				}
+				for _, wh := range webhookClientConfigs(r) {
+					if string(wh.cfg.CABundle) != string(sec.Data["ca.crt"]) {
+						t.Errorf("webhook %s caBundle differs from the Secret's ca.crt", wh.name)
+					}
+				}
+				if n := len(r.byKind("Role")); n != 1 {
+					t.Errorf("%d Roles without rotation, want only leader election's", n)
+				}
+				d := one[appsv1.Deployment](r, "Deployment", "strictgate-webhook")
+				if vol := d.Spec.Template.Spec.Volumes; len(vol) != 1 || vol[0].Secret == nil || vol[0].Secret.SecretName != "strictgate-webhook-tls" {
+					t.Errorf("webhook volumes %+v, want only the TLS Secret", vol)
+				}
+				if args := onlyContainer(t, d.Spec.Template.Spec.Containers).Args; slices.Contains(args, "--cert-rotation") {
+					t.Errorf("webhook args %v rotate certificates with rotate=false", args)
+				}
+			},
+		},
 		{
 			name: "cert-manager", release: "strictgate",
 			values: map[string]any{"certManager": map[string]any{"enabled": true}},
@@ -930,8 +1002,12 @@ func assertRBAC(t *testing.T, rules []rbacv1.PolicyRule, want []string) {
 	t.Helper()
 	got := map[string]bool{}
 	for _, r := range rules {
-		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+		if len(r.NonResourceURLs) > 0 {
 			t.Errorf("unexpected rule shape %+v", r)
+		}
+		names := ""
+		if len(r.ResourceNames) > 0 {
+			names = " " + strings.Join(r.ResourceNames, ",")
 		}
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
@@ -939,7 +1015,7 @@ func assertRBAC(t *testing.T, rules []rbacv1.PolicyRule, want []string) {
 					if g == "*" || res == "*" || v == "*" {
 						t.Errorf("wildcard in %+v", r)
 					}
-					got[g+"/"+res+" "+v] = true
+					got[g+"/"+res+" "+v+names] = true
 				}
 			}
 		}

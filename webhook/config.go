@@ -88,6 +88,8 @@ type Config struct {
 
 	// Hygiene configures the NetworkPolicy hygiene validator (networkpolicy.go).
 	Hygiene NetworkPolicyConfig
+	// CertRotation makes the webhook own and rotate its certificates (certrotation.go).
+	CertRotation CertRotationConfig
 }
 
 // DefaultConfig returns the configuration the chart's defaults correspond to.
@@ -112,6 +114,7 @@ func DefaultConfig() Config {
 		RenewDeadline:       10 * time.Second,
 		RetryPeriod:         2 * time.Second,
 		Hygiene:             DefaultNetworkPolicyConfig(),
+		CertRotation:        DefaultCertRotationConfig(),
 	}
 }
 
@@ -150,6 +153,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RenewDeadline, "leader-renew-deadline", c.RenewDeadline, "how long the leader keeps trying to renew before giving up")
 	fs.DurationVar(&c.RetryPeriod, "leader-retry-period", c.RetryPeriod, "interval between leader-election attempts")
 	c.Hygiene.BindFlags(fs)
+	c.CertRotation.BindFlags(fs)
 }
 
 // Validate reports configuration errors a person can fix from the message.
@@ -183,6 +187,9 @@ func (c *Config) Validate() error {
 			c.LeaseDuration, c.RenewDeadline, c.RetryPeriod))
 	}
 	if err := c.Hygiene.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.CertRotation.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -172,7 +173,13 @@ func (s *admissionServer) Start(ctx context.Context) error {
 	for _, opt := range TLSOptions() {
 		opt(cfg)
 	}
-	cw, err := certwatcher.New(filepath.Join(s.certDir, "tls.crt"), filepath.Join(s.certDir, "tls.key"))
+	crt, key := filepath.Join(s.certDir, "tls.crt"), filepath.Join(s.certDir, "tls.key")
+	// With certificate rotation the files appear once the rotated Secret is trusted
+	// (certrotation.go); until then the server is not started, so not ready.
+	if err := waitForFiles(ctx, crt, key); err != nil {
+		return nil // stopped before a certificate appeared: nothing was served
+	}
+	cw, err := certwatcher.New(crt, key)
 	if err != nil {
 		return err
 	}
@@ -199,6 +206,26 @@ func (s *admissionServer) Start(ctx context.Context) error {
 	ctrl.Log.WithName("webhook-server").Info("serving admission requests", "addr", l.Addr().String())
 	// The limit counts TCP connections, so it applies before the TLS handshake.
 	return serveUntilDone(ctx, hardenedServer(ctx, s.mux), tls.NewListener(l, cfg))
+}
+
+// waitForFiles returns once every path exists, or with ctx's error.
+func waitForFiles(ctx context.Context, paths ...string) error {
+	for {
+		missing := false
+		for _, p := range paths {
+			if _, err := os.Stat(p); err != nil {
+				missing = true
+			}
+		}
+		if !missing {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // StartedChecker is ready while the listener is served and a TLS handshake with the

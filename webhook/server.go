@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -62,8 +64,25 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 	}
 	// The webhook server would fail on the same files at start with only the TLS
 	// library's words ("private key does not match public key"); say which files.
-	if _, err := tls.LoadX509KeyPair(filepath.Join(cfg.CertDir, "tls.crt"), filepath.Join(cfg.CertDir, "tls.key")); err != nil {
-		return nil, fmt.Errorf("serving certificate --cert-dir %s (tls.crt, tls.key): %w", cfg.CertDir, err)
+	// With rotation the files come later, from the rotated Secret.
+	if !cfg.CertRotation.Enabled {
+		if _, err := tls.LoadX509KeyPair(filepath.Join(cfg.CertDir, "tls.crt"), filepath.Join(cfg.CertDir, "tls.key")); err != nil {
+			return nil, fmt.Errorf("serving certificate --cert-dir %s (tls.crt, tls.key): %w", cfg.CertDir, err)
+		}
+	}
+	byObject := map[client.Object]cache.ByObject{
+		// Every pod of the cluster is cached for the hygiene rules; keep only what
+		// they read. Nothing else in this process reads pods from the cache.
+		&corev1.Pod{}: {Transform: StripPodForHygiene},
+	}
+	if r := cfg.CertRotation; r.Enabled {
+		// Only the objects rotation reads, by name: RBAC grants no more.
+		byObject[&corev1.Secret{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{cfg.Namespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", r.Secret),
+		}
+		byObject[&admissionregistrationv1.MutatingWebhookConfiguration{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", r.MutatingWebhookConfiguration)}
+		byObject[&admissionregistrationv1.ValidatingWebhookConfiguration{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", r.ValidatingWebhookConfiguration)}
 	}
 	lease, renew, retry := cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
@@ -82,9 +101,7 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 		RetryPeriod:                   &retry,
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
-			// Every pod of the cluster is cached for the hygiene rules; keep only
-			// what they read. Nothing else in this process reads pods from the cache.
-			ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: StripPodForHygiene}},
+			ByObject:         byObject,
 		},
 		// tls.crt + tls.key from CertDir, reloaded by certwatcher on change.
 		WebhookServer: newAdmissionServer(cfg.Host, cfg.Port, cfg.CertDir, cfg.MaxConnections),
@@ -93,6 +110,11 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
 
+	if cfg.CertRotation.Enabled {
+		if err := setupCertRotation(mgr, cfg.Namespace, cfg.CertDir, cfg.CertRotation); err != nil {
+			return nil, err
+		}
+	}
 	srv := mgr.GetWebhookServer()
 	namespaces := CachedNamespaces{Cache: mgr.GetClient(), Live: mgr.GetAPIReader()}
 	for path, h := range Handlers(cfg, namespaces) {

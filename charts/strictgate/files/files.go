@@ -34,6 +34,36 @@ var WebhooksYAML []byte
 //go:embed webhook-rbac.yaml
 var WebhookRBACYAML []byte
 
+// WebhookCertRBACYAML is files/webhook-cert-rbac.yaml: the Role and ClusterRole of
+// the webhook's certificate rotation.
+//
+//go:embed webhook-cert-rbac.yaml
+var WebhookCertRBACYAML []byte
+
+// DecodeWebhookCertRBAC decodes WebhookCertRBACYAML.
+func DecodeWebhookCertRBAC() (*rbacv1.Role, *rbacv1.ClusterRole, error) {
+	objs, err := decodeAll(WebhookCertRBACYAML)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decode webhook-cert-rbac.yaml: %w", err)
+	}
+	var role *rbacv1.Role
+	var cr *rbacv1.ClusterRole
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *rbacv1.Role:
+			role = o
+		case *rbacv1.ClusterRole:
+			cr = o
+		default:
+			return nil, nil, fmt.Errorf("decode webhook-cert-rbac.yaml: unexpected %T", o)
+		}
+	}
+	if role == nil || cr == nil {
+		return nil, nil, errors.New("decode webhook-cert-rbac.yaml: want a Role and a ClusterRole")
+	}
+	return role, cr, nil
+}
+
 // DecodeWebhookRole decodes WebhookRBACYAML.
 func DecodeWebhookRole() (*rbacv1.ClusterRole, error) {
 	objs, err := decodeAll(WebhookRBACYAML)

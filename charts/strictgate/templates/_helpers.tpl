@@ -122,6 +122,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- include "strictgate.componentName" (list . "webhook-tls") }}
 {{- end }}
 
+{{/* The Secret the webhook rotates its CA and serving certificate in (selfSignedCert.rotate). */}}
+{{- define "strictgate.webhook.certSecretName" -}}
+{{- include "strictgate.componentName" (list . "webhook-cert") }}
+{{- end }}
+
+{{/* Whether the webhook rotates its own certificates: rotation on and no cert-manager. */}}
+{{- define "strictgate.webhook.rotatesCerts" -}}
+{{- if and .Values.selfSignedCert.rotate (not .Values.certManager.enabled) }}true{{ end }}
+{{- end }}
+
 {{- define "strictgate.webhook.dnsNames" -}}
 {{- $svc := include "strictgate.webhook.name" . }}
 {{- $ns := include "strictgate.namespace" . }}
