@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +20,9 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
 	"github.com/strictgate/strictgate/certs"
+	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
+	"github.com/strictgate/strictgate/internal/testenv"
 	"github.com/strictgate/strictgate/test/controlplane"
 )
 
@@ -38,10 +40,11 @@ func TestCertRotationOnAPIServer(t *testing.T) {
 	ctx := context.Background()
 
 	cfg := DefaultConfig()
-	port := freePort(t)
+	_, portStr, _ := net.SplitHostPort(testenv.FreeAddr(t))
+	port, _ := strconv.Atoi(portStr)
 	cfg.Host, cfg.Port = "", port
 	cfg.CertDir = t.TempDir()
-	cfg.MetricsAddr, cfg.ProbeAddr = "0", freeAddr(t)
+	cfg.MetricsAddr, cfg.ProbeAddr = "0", testenv.FreeAddr(t)
 	cfg.LeaderElection = false
 	cfg.CertRotation = CertRotationConfig{
 		Enabled: true, Secret: "strictgate-webhook-cert", DNSNames: []string{"localhost"},
@@ -212,14 +215,4 @@ func countPEM(b []byte) int {
 			n++
 		}
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

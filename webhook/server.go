@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -15,9 +16,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -103,6 +106,9 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject:         byObject,
 		},
+		// One manager per process in production, where controller-runtime's check for
+		// duplicate controller names guards its metrics; the package's tests run several.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(testing.Testing())},
 		// tls.crt + tls.key from CertDir, reloaded by certwatcher on change.
 		WebhookServer: newAdmissionServer(cfg.Host, cfg.Port, cfg.CertDir, cfg.MaxConnections),
 	})
