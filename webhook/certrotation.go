@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
@@ -31,11 +33,11 @@ import (
 )
 
 // CertRotationConfig makes the webhook own its CA and serving certificate (chart
-// default without cert-manager). open-policy-agent/cert-controller, on the elected
-// leader, keeps both in a Secret and renews them RenewBefore their expiry; this file
-// adds what makes a rotation invisible to the API server:
+// default without cert-manager). open-policy-agent/cert-controller keeps both in a
+// Secret and renews them RenewBefore their expiry; this file adds what makes a rotation
+// invisible to the API server:
 //
-//   - the leader's injector puts the Secret's CA into every webhook's caBundle and keeps
+//   - the injector puts the Secret's CA into every webhook's caBundle and keeps
 //     the previous CAs there until they expire (cert-controller alone would replace the
 //     bundle, cutting off replicas still serving the old certificate);
 //   - every replica's syncer writes the Secret's certificate into CertDir — where the
@@ -121,19 +123,23 @@ func (c *CertRotationConfig) Validate() error {
 func setupCertRotation(mgr manager.Manager, ns, certDir string, c CertRotationConfig) error {
 	ready := make(chan struct{})
 	if err := rotator.AddRotator(mgr, &rotator.CertRotator{
-		SecretKey:              types.NamespacedName{Namespace: ns, Name: c.Secret},
-		CertDir:                certDir,
-		CAName:                 "strictgate-webhook-ca",
-		CAOrganization:         "strictgate",
-		DNSName:                c.DNSNames[0],
-		ExtraDNSNames:          c.DNSNames[1:],
-		IsReady:                ready,
-		RequireLeaderElection:  true,
+		SecretKey:      types.NamespacedName{Namespace: ns, Name: c.Secret},
+		CertDir:        certDir,
+		CAName:         "strictgate-webhook-ca",
+		CAOrganization: "strictgate",
+		DNSName:        c.DNSNames[0],
+		ExtraDNSNames:  c.DNSNames[1:],
+		IsReady:        ready,
+		// Every replica, not only the leader: a replica must be able to get its
+		// certificate while an older leader (say, mid-upgrade, one that does not rotate)
+		// holds the lease. Concurrent writers are safe: updates carry resourceVersion,
+		// the loser re-reads and finds the winner's certificate valid.
+		RequireLeaderElection:  false,
 		CaCertDuration:         c.CALifetime,
 		ServerCertDuration:     c.CertLifetime,
 		LookaheadInterval:      c.RenewBefore,
 		RotationCheckFrequency: c.CheckInterval,
-		ControllerName:         "strictgate-cert-rotator",
+		ControllerName:         rotatorName(),
 		// No Webhooks: the injector below keeps the caBundles (with the previous CAs).
 	}); err != nil {
 		return fmt.Errorf("set up certificate rotation: %w", err)
@@ -155,7 +161,9 @@ func setupCertRotation(mgr manager.Manager, ns, certDir string, c CertRotationCo
 	})
 	configs := webhookConfigs{mutating: c.MutatingWebhookConfiguration, validating: c.ValidatingWebhookConfiguration}
 	inj := &caInjector{client: mgr.GetClient(), secret: key, configs: configs}
+	notLeader := false // on every replica, like the rotator; merging is idempotent
 	if err := builder.ControllerManagedBy(mgr).Named("strictgate-ca-injector").
+		WithOptions(controller.Options{NeedLeaderElection: &notLeader}).
 		For(&corev1.Secret{}, builder.WithPredicates(ours)).
 		Watches(&admissionregistrationv1.MutatingWebhookConfiguration{}, toSecret, builder.WithPredicates(ours)).
 		Watches(&admissionregistrationv1.ValidatingWebhookConfiguration{}, toSecret, builder.WithPredicates(ours)).
@@ -163,7 +171,6 @@ func setupCertRotation(mgr manager.Manager, ns, certDir string, c CertRotationCo
 		return fmt.Errorf("set up caBundle injector: %w", err)
 	}
 	sync := &certSyncer{client: mgr.GetClient(), secret: key, configs: configs, dir: certDir, delay: c.PropagationDelay}
-	notLeader := false
 	if err := builder.ControllerManagedBy(mgr).Named("strictgate-cert-sync").
 		WithOptions(controller.Options{NeedLeaderElection: &notLeader}).
 		For(&corev1.Secret{}, builder.WithPredicates(ours)).
@@ -174,6 +181,18 @@ func setupCertRotation(mgr manager.Manager, ns, certDir string, c CertRotationCo
 	}
 	return nil
 }
+
+// rotatorName is the rotator's controller name. cert-controller builds its controller
+// outside the manager's options, so the name check the package's tests turn off for the
+// rest (several managers in one test process) still applies to it: tests number it.
+func rotatorName() string {
+	if !testing.Testing() {
+		return "strictgate-cert-rotator"
+	}
+	return fmt.Sprintf("strictgate-cert-rotator-%d", rotators.Add(1))
+}
+
+var rotators atomic.Int64
 
 // webhookConfigs names the configurations whose caBundles matter.
 type webhookConfigs struct{ mutating, validating string }
@@ -235,7 +254,7 @@ func eachBundle(n int, at func(int) *[]byte, fn func(*[]byte) error) (changed bo
 	return changed, nil
 }
 
-// caInjector (leader only) keeps every caBundle = the Secret's CA + the previous CAs
+// caInjector keeps every caBundle = the Secret's CA + the previous CAs
 // still valid (certs.MergeCABundle).
 type caInjector struct {
 	client  client.Client

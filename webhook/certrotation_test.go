@@ -107,23 +107,33 @@ func TestCertRotationOnAPIServer(t *testing.T) {
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + cfg.Namespace, "system:authenticated"},
 	}
 
+	// Two replicas rotate, inject and sync at once, as the chart's two pods do; the
+	// API server calls the first.
+	second := cfg
+	second.CertDir, second.ProbeAddr = t.TempDir(), testenv.FreeAddr(t)
+	_, portStr2, _ := net.SplitHostPort(testenv.FreeAddr(t))
+	second.Port, _ = strconv.Atoi(portStr2)
 	mctx, cancel := context.WithCancel(ctx)
-	mgr, err := newManager(mctx, saRC, cfg, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
+	done := make(chan error, 2)
+	for _, c := range []Config{cfg, second} {
+		mgr, err := newManager(mctx, saRC, c, nil)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		go func() { done <- mgr.Start(mctx) }()
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("manager: %v", err)
+		for range 2 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("manager: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("manager did not stop within 30s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("manager did not stop within 30s")
 		}
 	})
 	eventually(t, 60*time.Second, "webhook ready with a rotated certificate", func() error {
@@ -131,6 +141,9 @@ func TestCertRotationOnAPIServer(t *testing.T) {
 		case err := <-done:
 			t.Fatalf("manager stopped: %v", err)
 		default:
+		}
+		if err := httpOK("http://" + second.ProbeAddr + "/readyz"); err != nil {
+			return err
 		}
 		return httpOK("http://" + cfg.ProbeAddr + "/readyz")
 	})
