@@ -282,7 +282,7 @@ func (r *caInjector) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	})
 	if apierrors.IsConflict(err) {
 		// Our own previous update, not yet in the cache: read again.
-		return reconcile.Result{Requeue: true}, nil
+		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	return reconcile.Result{}, err
 }
