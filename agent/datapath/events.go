@@ -90,8 +90,8 @@ func (e Event) Remote() netip.AddrPort {
 
 // EventReader reads verdict events from the ring buffer. One reader per datapath.
 type EventReader struct {
-	rd        *ringbuf.Reader
-	monoToWal time.Duration
+	rd    *ringbuf.Reader
+	clock wallClock
 }
 
 // NewEventReader opens the ring buffer for reading.
@@ -100,12 +100,60 @@ func (d *Datapath) NewEventReader() (*EventReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open event ring buffer: %w", err)
 	}
+	r := &EventReader{rd: rd, clock: wallClock{mono: readMonotonic, wall: time.Now}}
+	if _, err := r.clock.offset(); err != nil {
+		rd.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// wallClock turns the kernel's event timestamps (CLOCK_MONOTONIC, bpf_ktime_get_ns)
+// into wall-clock times. The offset between the two clocks is not constant: NTP slews
+// the wall clock and an administrator or a VM resume steps it, while the monotonic
+// clock only counts. An offset taken once at start put an agent's events 26 s behind
+// `date` after ~20 minutes on a machine whose clock had been stepped, so it is taken
+// again whenever it is older than offsetRefresh (by the monotonic clock).
+type wallClock struct {
+	mono func() (int64, error) // nanoseconds of CLOCK_MONOTONIC
+	wall func() time.Time
+
+	at   int64         // monotonic time of the last sample; 0: none
+	diff time.Duration // wall - monotonic at that sample
+}
+
+// offsetRefresh: how stale the offset may get. An event is read within milliseconds of
+// being sent, so its time is off by at most how far the wall clock moved in this long
+// (a slew of a few µs, or a step, which then shows for at most this long).
+const offsetRefresh = time.Second
+
+// offset returns wall - monotonic, sampled again when older than offsetRefresh.
+func (c *wallClock) offset() (time.Duration, error) {
+	now, err := c.mono()
+	if err != nil {
+		return 0, fmt.Errorf("read monotonic clock: %w", err)
+	}
+	if c.at != 0 && time.Duration(now-c.at) < offsetRefresh {
+		return c.diff, nil
+	}
+	// Sample the monotonic clock on both sides of the wall clock and take the middle:
+	// the pair is then off by at most half the time between the two reads.
+	w := c.wall()
+	after, err := c.mono()
+	if err != nil {
+		return 0, fmt.Errorf("read monotonic clock: %w", err)
+	}
+	c.at = now + (after-now)/2
+	c.diff = time.Duration(w.UnixNano() - c.at)
+	return c.diff, nil
+}
+
+func readMonotonic() (int64, error) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		rd.Close()
-		return nil, fmt.Errorf("read monotonic clock: %w", err)
+		return 0, err
 	}
-	return &EventReader{rd: rd, monoToWal: time.Duration(time.Now().UnixNano() - ts.Nano())}, nil
+	return ts.Nano(), nil
 }
 
 // ErrClosed is returned by Read after Close.
@@ -142,7 +190,11 @@ func (r *EventReader) decode(b []byte) (Event, bool) {
 	if _, err := binary.Decode(b, binary.NativeEndian, &raw); err != nil {
 		return Event{}, false
 	}
-	return decodeEvent(&raw, r.monoToWal), true
+	off, err := r.clock.offset()
+	if err != nil {
+		off = r.clock.diff // the clock did read before; keep its last offset
+	}
+	return decodeEvent(&raw, off), true
 }
 
 func decodeEvent(raw *bpfSgEvent, monoToWall time.Duration) Event {
