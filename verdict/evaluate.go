@@ -142,8 +142,12 @@ type Evaluator struct {
 	C      *compile.Compiler
 	engine Engine
 	pods   map[types.NamespacedName]*corev1.Pod
-	byIP   map[netip.Addr]types.NamespacedName // addresses of pods that have rules
-	nodes  []netip.Addr
+	// source names where the objects came from, for errors.
+	source string
+	// services are looked up by name for "namespace/service:port" ends.
+	services map[types.NamespacedName]*corev1.Service
+	byIP     map[netip.Addr]types.NamespacedName // addresses of pods that have rules
+	nodes    []netip.Addr
 }
 
 // NewEvaluator compiles the manifests and makes the named engine.
@@ -163,7 +167,11 @@ func NewEvaluator(m *Manifests, engine string, nodeIPs []netip.Addr) (*Evaluator
 	if err != nil {
 		return nil, fmt.Errorf("compile manifests: %w", err)
 	}
-	e := &Evaluator{C: c, pods: map[types.NamespacedName]*corev1.Pod{}, byIP: map[netip.Addr]types.NamespacedName{}, nodes: nodeIPs}
+	e := &Evaluator{C: c, pods: map[types.NamespacedName]*corev1.Pod{}, services: map[types.NamespacedName]*corev1.Service{},
+		byIP: map[netip.Addr]types.NamespacedName{}, nodes: nodeIPs, source: m.source()}
+	for _, s := range m.State.Services {
+		e.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
 	var addrs []PodAddr
 	for _, p := range m.State.Pods {
 		k := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
@@ -228,7 +236,7 @@ func (e *Evaluator) resolve(s string) (end, error) {
 	k := types.NamespacedName{Namespace: ns, Name: name}
 	p, ok := e.pods[k]
 	if !ok {
-		return end{}, fmt.Errorf("pod %s is not in the manifests", k)
+		return end{}, fmt.Errorf("pod %s is not in %s", k, e.source)
 	}
 	ips := podIPs(p)
 	if len(ips) == 0 {
@@ -290,6 +298,21 @@ func (e *Evaluator) Evaluate(ctx context.Context, f Flow) (*Result, error) {
 		return nil, err
 	}
 	proto, _ := f.proto()
+	if _, ok := parseServiceRef(f.Src); ok {
+		return nil, fmt.Errorf("src: %q names a service; a flow starts at a pod or an IP", f.Src)
+	}
+	var dst end
+	if ref, ok := parseServiceRef(f.Dst); ok {
+		ips, port, err := e.servicePort(ref, proto)
+		if err != nil {
+			return nil, fmt.Errorf("dst: %w", err)
+		}
+		if f.Port != 0 && f.Port != port {
+			return nil, fmt.Errorf("dst: %s is port %d, but the flow's port is %d: drop one", f.Dst, port, f.Port)
+		}
+		f.Port = port
+		dst = end{name: f.Dst, ips: ips}
+	}
 	port := uint16(f.Port)
 	if proto == rules.ProtocolICMP {
 		port = 0
@@ -298,9 +321,10 @@ func (e *Evaluator) Evaluate(ctx context.Context, f Flow) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("src: %w", err)
 	}
-	dst, err := e.resolve(f.Dst)
-	if err != nil {
-		return nil, fmt.Errorf("dst: %w", err)
+	if dst.name == "" {
+		if dst, err = e.resolve(f.Dst); err != nil {
+			return nil, fmt.Errorf("dst: %w", err)
+		}
 	}
 	srcIP, dstIP, err := pickAddrs(src, dst)
 	if err != nil {

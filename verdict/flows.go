@@ -15,8 +15,11 @@ import (
 type Flow struct {
 	// Src and Dst are "namespace/pod" or an IP address.
 	Src string `json:"src"`
+	// Dst may also be "namespace/service:port" (port by number or name): the Service's
+	// ClusterIP on that port, judged as traffic to its ready backends.
 	Dst string `json:"dst"`
-	// Port is the destination port; ignored for ICMP.
+	// Port is the destination port; ignored for ICMP; may be left out when Dst names a
+	// Service port.
 	Port int `json:"port"`
 	// Protocol is TCP (default), UDP, SCTP or ICMP.
 	Protocol string `json:"protocol,omitempty"`
@@ -48,6 +51,9 @@ func (f *Flow) check() error {
 	}
 	if p == rules.ProtocolICMP {
 		return nil // ICMP has no port; one given is ignored
+	}
+	if _, isSvc := parseServiceRef(f.Dst); isSvc && f.Port == 0 {
+		return nil // the Service's port
 	}
 	if f.Port < 1 || f.Port > 65535 {
 		return fmt.Errorf(`"port" must be 1-65535 for %s (got %d)`, p, f.Port)

@@ -33,6 +33,15 @@ type Manifests struct {
 	State compile.State
 	// origin says where each object came from ("file:line"), for error messages.
 	origin map[string]string
+	// live: read from the API server (FromCluster), not from files.
+	live bool
+}
+
+func (m *Manifests) source() string {
+	if m.live {
+		return "the cluster"
+	}
+	return "the manifests"
 }
 
 // Origin returns where the object of the given kind, namespace and name was read.

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/strictgate/strictgate/agent/compile"
 	"github.com/strictgate/strictgate/agent/rules"
@@ -19,8 +20,15 @@ import (
 
 // Options are the inputs of `strictgate verdict` and `strictgate explain`.
 type Options struct {
-	// Manifests are files or directories.
+	// Manifests are files or directories (offline mode).
 	Manifests []string
+	// Client, instead of Manifests, reads the objects from a live cluster (FromCluster).
+	Client kubernetes.Interface
+	// SrcSelector and DstSelector, with Flow, pick the single flow's ends by label
+	// selector among the pods of Namespace ("default" if empty): exactly one pod must
+	// match.
+	SrcSelector, DstSelector string
+	Namespace                string
 	// FlowsName names the flows input in errors ("-" for stdin); Flows is read if set,
 	// else the file FlowsName. Flow (if set) is a single flow instead.
 	FlowsName string
@@ -33,14 +41,26 @@ type Options struct {
 	Warn func(string)
 }
 
-func (o *Options) load() (*Evaluator, []Flow, error) {
-	if len(o.Manifests) == 0 {
+func (o *Options) load(ctx context.Context) (*Evaluator, []Flow, error) {
+	switch {
+	case len(o.Manifests) > 0 && o.Client != nil:
+		return nil, nil, fmt.Errorf("manifests and a live cluster are mutually exclusive: pass one")
+	case len(o.Manifests) == 0 && o.Client == nil:
 		return nil, nil, fmt.Errorf("no manifests: pass --manifests PATH (a file or directory)")
+	case (o.SrcSelector != "" || o.DstSelector != "") && o.Flow == nil:
+		return nil, nil, fmt.Errorf("label selectors pick the ends of a single flow, not of --flows")
 	}
 	var flows []Flow
 	switch {
 	case o.Flow != nil:
-		if err := o.Flow.check(); err != nil {
+		f := *o.Flow
+		if o.SrcSelector != "" {
+			f.Src = "selector" // resolved once the objects are read
+		}
+		if o.DstSelector != "" {
+			f.Dst = "selector"
+		}
+		if err := f.check(); err != nil {
 			return nil, nil, fmt.Errorf("bad flow: %w", err)
 		}
 		flows = []Flow{*o.Flow}
@@ -61,9 +81,36 @@ func (o *Options) load() (*Evaluator, []Flow, error) {
 	default:
 		return nil, nil, fmt.Errorf("no flows: pass --flows FILE (or - for stdin), or --src/--dst/--port")
 	}
-	m, err := Load(o.Manifests, o.Warn)
+	var m *Manifests
+	var err error
+	if o.Client != nil {
+		m, err = FromCluster(ctx, o.Client)
+	} else {
+		m, err = Load(o.Manifests, o.Warn)
+	}
 	if err != nil {
 		return nil, nil, err
+	}
+	if o.Flow != nil {
+		ns := o.Namespace
+		if ns == "" {
+			ns = "default"
+		}
+		for _, s := range []struct {
+			sel string
+			to  *string
+			end string
+		}{{o.SrcSelector, &flows[0].Src, "src"}, {o.DstSelector, &flows[0].Dst, "dst"}} {
+			if s.sel == "" {
+				continue
+			}
+			if *s.to != "" {
+				return nil, nil, fmt.Errorf("%s: give the pod by name or by selector, not both", s.end)
+			}
+			if *s.to, err = m.SelectPod(ns, s.sel); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", s.end, err)
+			}
+		}
 	}
 	engine := o.Engine
 	if engine == "" {
@@ -79,7 +126,7 @@ func (o *Options) load() (*Evaluator, []Flow, error) {
 // evaluateAll judges every flow before anything is printed, so that a bad flow leaves
 // no partial output.
 func evaluateAll(ctx context.Context, o *Options) (*Evaluator, []*Result, error) {
-	ev, flows, err := o.load()
+	ev, flows, err := o.load(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 
@@ -17,20 +18,22 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("strictgate explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	vf := bindVerdictFlags(fs)
-	var one verdict.Flow
-	fs.StringVar(&one.Src, "src", "", "source of a single flow: namespace/pod or IP (instead of --flows)")
-	fs.StringVar(&one.Dst, "dst", "", "destination of a single flow: namespace/pod or IP")
-	fs.IntVar(&one.Port, "port", 0, "destination port of the single flow")
-	fs.StringVar(&one.Protocol, "protocol", "TCP", "protocol of the single flow: TCP, UDP, SCTP or ICMP")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: strictgate explain [--manifests PATH… | --kubeconfig FILE --context NAME] (--src … --dst … --port N | --flows FILE)")
+		fmt.Fprintln(stderr, "\nExplains for a person why each flow is allowed or denied: which policies isolate")
+		fmt.Fprintln(stderr, "each end and which rule admits the flow, or why none does.")
+		fmt.Fprint(stderr, verdictSources)
+		fmt.Fprintln(stderr, "\nExamples:\n  strictgate explain --src shop/frontend --dst shop/backend --port 9090")
+		fmt.Fprintln(stderr, "  strictgate explain -n shop -l app=frontend --dst shop/backend-svc:80")
+		fmt.Fprintln(stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
 	if ok, err := parseFlags(fs, args); !ok {
 		return err
 	}
 	o, err := vf.options(os.Stdin, stderr)
 	if err != nil {
 		return err
-	}
-	if one.Src != "" || one.Dst != "" {
-		o.Flow, o.Flows, o.FlowsName = &one, nil, ""
 	}
 	return verdict.Explain(ctx, o, stdout)
 }

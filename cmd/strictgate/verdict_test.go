@@ -13,6 +13,9 @@ import (
 
 // TestVerdictCLI runs the sub-commands as a user would (flags, stdin, exit status).
 func TestVerdictCLI(t *testing.T) {
+	// Without --manifests the commands look for a cluster: make sure there is none.
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "absent"))
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	manifests := filepath.Join("..", "..", "verdict", "testdata", "xyz", "manifests")
 	flowsFile := filepath.Join(t.TempDir(), "flows.jsonl")
 	if err := os.WriteFile(flowsFile, []byte(`{"src":"y/a","dst":"x/a","port":80}`+"\n"+`{"src":"x/b","dst":"x/a","port":80}`+"\n"), 0o644); err != nil {
@@ -32,7 +35,11 @@ func TestVerdictCLI(t *testing.T) {
 			stdout: []string{"x/b (10.0.0.2) → x/a (10.0.0.1) TCP/80: DENY"}},
 		{name: "node ip", args: []string{"verdict", "--manifests", manifests, "--flows", flowsFile, "--node-ip", "10.0.1.1"}, code: 0,
 			stdout: []string{`"reason":"host"`}},
-		{name: "missing manifests", args: []string{"verdict", "--flows", flowsFile}, code: 1, stderr: "no manifests", noStdout: true},
+		{name: "missing manifests", args: []string{"verdict", "--flows", flowsFile}, code: 1, stderr: "no manifests and no cluster: pass --kubeconfig FILE", noStdout: true},
+		{name: "manifests and kubeconfig", args: []string{"explain", "--manifests", manifests, "--kubeconfig", flowsFile, "--src", "x/b", "--dst", "x/a", "--port", "80"}, code: 1, stderr: "--manifests (offline) and --kubeconfig/--context (live cluster) are mutually exclusive", noStdout: true},
+		{name: "flows and single flow", args: []string{"verdict", "--manifests", manifests, "--flows", flowsFile, "--src", "x/b"}, code: 1, stderr: "mutually exclusive", noStdout: true},
+		{name: "verdict one flow", args: []string{"verdict", "--manifests", manifests, "--src", "x/b", "--dst", "x/a", "--port", "80"}, code: 0,
+			stdout: []string{`{"verdict":"deny","src":"x/b","dst":"x/a"`}},
 		{name: "missing file", args: []string{"verdict", "--manifests", "/nonexistent", "--flows", flowsFile}, code: 1, stderr: "/nonexistent", noStdout: true},
 		{name: "unknown engine", args: []string{"verdict", "--manifests", manifests, "--flows", flowsFile, "--engine", "magic"}, code: 1, stderr: `unknown engine "magic"`, noStdout: true},
 		{name: "bad node ip", args: []string{"verdict", "--manifests", manifests, "--flows", flowsFile, "--node-ip", "nope"}, code: 1, stderr: `--node-ip "nope"`, noStdout: true},
