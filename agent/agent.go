@@ -316,45 +316,22 @@ func (a *Agent) build() error {
 	if s.EndpointSlices, err = a.esLister.List(labels.Everything()); err != nil {
 		return err
 	}
+	// Under the lock: handlers that fire meanwhile wait and then apply their change.
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	// Build refuses the whole state for one invalid object; fall back to upserts, which
-	// skip (and log) the invalid ones.
+	// Build refuses the whole state for one invalid object; BuildLenient then falls
+	// back to upserts, which skip (and log) the invalid ones.
+	skipped := map[types.NamespacedName]bool{}
+	c := compile.BuildLenient(s, compile.Options{Node: a.cfg.NodeName}, func(kind string, key types.NamespacedName, err error) {
+		a.log.Error(err, "skip invalid object", "kind", kind, "object", key.String())
+		if kind == "NetworkPolicy" {
+			skipped[key] = true
+		}
+	})
 	denyNS := map[string]bool{}
-	c, err := compile.Build(s, compile.Options{Node: a.cfg.NodeName})
-	if err == nil {
-		for _, p := range s.Policies {
-			if p.Name == contract.DefaultDenyPolicy {
-				denyNS[p.Namespace] = true
-			}
-		}
-	} else {
-		a.log.Error(err, "full compile failed; compiling object by object")
-		c = compile.New(compile.Options{Node: a.cfg.NodeName})
-		for _, ns := range s.Namespaces {
-			c.UpsertNamespace(ns)
-		}
-		for _, p := range s.Pods {
-			if _, err := c.UpsertPod(p); err != nil {
-				a.log.Error(err, "skip pod", "pod", p.Namespace+"/"+p.Name)
-			}
-		}
-		for _, p := range s.Policies {
-			if _, err := c.UpsertPolicy(p); err != nil {
-				a.log.Error(err, "skip NetworkPolicy", "policy", p.Namespace+"/"+p.Name)
-			} else if p.Name == contract.DefaultDenyPolicy {
-				denyNS[p.Namespace] = true
-			}
-		}
-		for _, sv := range s.Services {
-			if _, err := c.UpsertService(sv); err != nil {
-				a.log.Error(err, "skip Service", "service", sv.Namespace+"/"+sv.Name)
-			}
-		}
-		for _, es := range s.EndpointSlices {
-			if _, err := c.UpsertEndpointSlice(es); err != nil {
-				a.log.Error(err, "skip EndpointSlice", "slice", es.Namespace+"/"+es.Name)
-			}
+	for _, p := range s.Policies {
+		if p.Name == contract.DefaultDenyPolicy && !skipped[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] {
+			denyNS[p.Namespace] = true
 		}
 	}
 	a.comp = c
