@@ -48,6 +48,13 @@ lint: ## gofmt + go vet + staticcheck (pinned in go.mod as a tool).
 build: ## Build bin/strictgate.
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/strictgate ./cmd/strictgate
 
+PREFIX ?= /usr/local/bin
+
+.PHONY: install-plugin
+install-plugin: build ## Install bin/strictgate as the kubectl plugin kubectl-strictgate into PREFIX (default /usr/local/bin): kubectl strictgate explain|inspect|status.
+	install -d $(PREFIX)
+	install -m 0755 $(BIN)/strictgate $(PREFIX)/kubectl-strictgate
+
 .PHONY: image
 image: build ## Pack bin/strictgate into an OCI image tarball in bin/ (no container engine needed).
 	$(GO) run ./test/images/cmd/image -binary $(BIN)/strictgate -out $(BIN)
