@@ -34,6 +34,7 @@ import (
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/strictgate/strictgate/agent/compile"
@@ -91,6 +92,9 @@ type Deps struct {
 	Datapath   Datapath
 	Interfaces Interfaces // default netdev.New(nil)
 	Gate       Gate       // default gate.New(Client.CoreV1())
+	// Events, if set, records an Event on a pod whenever its condition changes
+	// (NewEventRecorder).
+	Events record.EventRecorder
 	// Registerer receives the agent's metrics; nil: not registered.
 	Registerer prometheus.Registerer
 	// HostAddrs lists the node's local addresses (default: every address of the host's
@@ -176,6 +180,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	if deps.Gate == nil {
 		deps.Gate = gate.New(deps.Client.CoreV1())
+	}
+	if deps.Events != nil {
+		deps.Gate = eventingGate{deps.Gate, deps.Events}
 	}
 	if deps.HostAddrs == nil {
 		deps.HostAddrs = LocalAddrs

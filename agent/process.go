@@ -91,7 +91,9 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp, cfg.Mode == contract.ModeAudit), Registerer: reg, Log: log})
+	rec, stopEvents := NewEventRecorder(ctx, cs, cfg.NodeName)
+	defer stopEvents()
+	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp, cfg.Mode == contract.ModeAudit), Events: rec, Registerer: reg, Log: log})
 	if err != nil {
 		return err
 	}
