@@ -102,7 +102,7 @@ func TestPrivilegedAgentPodEvents(t *testing.T) {
 	// Programmed once the policy exists.
 	must(cs.NetworkingV1().NetworkPolicies("shop").Create(ctx, &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: contract.DefaultDenyPolicy, Namespace: "shop"},
-		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}},
+		Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}},
 	}, metav1.CreateOptions{}))
 	waitCondition(t, cs, "shop", "web", isTrue)
 	e = waitEvent(t, cs, "shop", "web", contract.ReasonProgrammed)
