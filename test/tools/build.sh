@@ -6,7 +6,7 @@
 #   $STRICTGATE_CACHE/<component>-<version>/<binary>
 #
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
-#             kubectl etcd containerd runc cni-plugins helm
+#             kubectl etcd containerd runc cni-plugins helm e2e-netpol agnhost e2e-full
 #
 # containerd installs containerd, containerd-shim-runc-v2 and ctr into one directory;
 # cni-plugins installs ptp, host-local and loopback; runc needs cgo and libseccomp-dev.
@@ -59,6 +59,105 @@ build_kube() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# kube_e2e_module is kube_module for the e2e side (the netpol suite, agnhost): a module
+# directory of its own, so resolving test/e2e's many extra dependencies never touches the
+# module the control plane is built from (and never invalidates its cached builds).
+kube_e2e_module() {
+  local dir="$cache/src/kubernetes-e2e-$KUBERNETES_VERSION"
+  if [ ! -f "$dir/.ready" ]; then
+    rm -rf "$dir"; mkdir -p "$dir/netpol"
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    {
+      echo "module strictgate.local/kubee2e"
+      echo
+      echo "go 1.26.0"
+      echo
+      echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+      echo
+      grep '=> ./staging/src/' "$gomod" | awk -v v="$KUBE_STAGING_VERSION" '{print "replace " $1 " => " $1 " " v}'
+    } > "$dir/go.mod"
+    printf 'package kubee2e\n\nimport (\n\t_ "k8s.io/kubernetes/test/e2e"\n\t_ "k8s.io/kubernetes/test/e2e/network/netpol"\n\t_ "k8s.io/kubernetes/test/images/agnhost"\n)\n' > "$dir/tools.go"
+    e2e_netpol_main > "$dir/netpol/netpol_test.go"
+    (cd "$dir" && go mod tidy >/dev/null 2>&1 || true; go mod download all >/dev/null 2>&1 || true)
+    touch "$dir/.ready"
+  fi
+  echo "$dir"
+}
+
+# e2e_netpol_main writes the test main of the netpol-only suite binary: the entry point
+# of k8s.io/kubernetes/test/e2e (its flags, its suite set-up, RunE2ETests) with only the
+# [sig-network] Netpol spec package linked in, unmodified. The whole e2e.test links every
+# SIG's specs and takes far longer to build (test/netpol/README.md has the numbers).
+e2e_netpol_main() {
+  cat <<'GO'
+// Package netpol is the [sig-network] Netpol suite of k8s.io/kubernetes/test/e2e, alone.
+package netpol
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+
+	"k8s.io/component-base/version"
+	"k8s.io/kubernetes/test/e2e"
+	"k8s.io/kubernetes/test/e2e/framework"
+	"k8s.io/kubernetes/test/e2e/framework/config"
+
+	// The framework's own extensions, as the full suite links them.
+	_ "k8s.io/kubernetes/test/e2e/framework/debug/init"
+	_ "k8s.io/kubernetes/test/e2e/framework/metrics/init"
+	_ "k8s.io/kubernetes/test/e2e/framework/node/init"
+	_ "k8s.io/kubernetes/test/utils/ktesting/format"
+
+	// The only specs in this binary.
+	_ "k8s.io/kubernetes/test/e2e/network/netpol"
+)
+
+func TestMain(m *testing.M) {
+	showVersion := flag.Bool("version", false, "print the Kubernetes version the suite was built from")
+	config.CopyFlags(config.Flags, flag.CommandLine)
+	framework.RegisterCommonFlags(flag.CommandLine)
+	framework.RegisterClusterFlags(flag.CommandLine)
+	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.Get())
+		os.Exit(0)
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "unknown arguments: %v\n", flag.Args())
+		os.Exit(2)
+	}
+	framework.AfterReadingAllFlags(&framework.TestContext)
+	os.Exit(m.Run())
+}
+
+func TestE2E(t *testing.T) { e2e.RunE2ETests(t) }
+GO
+}
+
+# build_e2e builds a suite binary: e2e-netpol (the netpol specs only, what the tests
+# use) or e2e-full (the real e2e.test with every SIG's specs, for comparison).
+build_e2e() {
+  local name=$1 out="$cache/$1-$KUBERNETES_VERSION"
+  [ -x "$out/e2e.test" ] && return 0
+  local mod; mod=$(kube_e2e_module) pkg=./netpol
+  [ "$name" = e2e-full ] && pkg=k8s.io/kubernetes/test/e2e
+  mkdir -p "$out.tmp"
+  (cd "$mod" && go test -c -trimpath -ldflags "$(ldflags_kube)" -o "$out.tmp/e2e.test" "$pkg")
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+build_agnhost() {
+  local out="$cache/agnhost-$KUBERNETES_VERSION"
+  [ -x "$out/agnhost" ] && return 0
+  local mod; mod=$(kube_e2e_module)
+  mkdir -p "$out.tmp"
+  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/agnhost" k8s.io/kubernetes/test/images/agnhost)
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
 # go_build builds main packages of module@version into one cache directory through a
 # throw-away module: `go install pkg@version` refuses modules with replace directives
 # (etcd has them) and cannot put several binaries of one version side by side.
@@ -87,6 +186,8 @@ flock 9
 for c in "$@"; do
   case "$c" in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl) build_kube "$c" ;;
+    e2e-netpol|e2e-full) build_e2e "$c" ;;
+    agnhost) build_agnhost ;;
     etcd) go_build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" etcd=go.etcd.io/etcd/server/v3 ;;
     helm) go_build helm helm.sh/helm/v3 "$HELM_VERSION" "" helm=helm.sh/helm/v3/cmd/helm ;;
     containerd)
