@@ -100,3 +100,9 @@ cluster-status: ## Show the one-node cluster's state.
 .PHONY: demo
 demo: setup build ## The main job: cluster up, helm install, pods, policies, traffic, the gate (DEMO_FLAGS=--keep leaves it installed).
 	$(GO) run ./test/demo $(DEMO_FLAGS)
+
+##@ Conformance
+
+.PHONY: conformance
+conformance: setup ## Upstream netpol e2e suite (every [sig-network] Netpol spec) against strictgate, IPv4 then IPv6; writes CONFORMANCE.md.
+	$(GO) run ./test/netpol/cmd/conformance $(CONFORMANCE_FLAGS)

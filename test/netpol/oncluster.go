@@ -6,7 +6,9 @@ import (
 	"io"
 	"time"
 
+	"github.com/strictgate/strictgate/charts"
 	"github.com/strictgate/strictgate/test/cluster"
+	"github.com/strictgate/strictgate/test/e2e/harness"
 )
 
 // ClusterOptions shape one run on a cluster.
@@ -38,6 +40,13 @@ func OnCluster(ctx context.Context, cl *cluster.Cluster, s Suite, o ClusterOptio
 	if !o.NoInstall {
 		in, err := Install(ctx, cl, o.Log)
 		if err != nil {
+			// A failed `helm upgrade --install --wait` leaves a release behind; the
+			// cluster is shared, so take it out again.
+			uctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			if uerr := uninstall(uctx, cl); uerr != nil {
+				fmt.Fprintf(o.Log, "netpol: clean up after the failed install: %v\n", uerr)
+			}
 			return nil, fmt.Errorf("install strictgate: %w", err)
 		}
 		if !o.Keep {
@@ -59,4 +68,14 @@ func OnCluster(ctx context.Context, cl *cluster.Cluster, s Suite, o ClusterOptio
 		ReportDir:  o.ReportDir,
 		Out:        o.Log,
 	})
+}
+
+// uninstall removes a release that a failed install left behind (helm uninstall, the
+// CNI chain entry, the datapath pins), like harness.Install.Uninstall.
+func uninstall(ctx context.Context, cl *cluster.Cluster) error {
+	h, err := charts.New(cl.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	return (&harness.Install{Cluster: cl, Helm: h}).Uninstall(ctx)
 }
