@@ -78,7 +78,7 @@ func (c Config) components(bins map[string]binary) map[string]component {
 			// Pods reach the API server through the kubernetes Service, which needs a
 			// non-loopback endpoint: listen on all addresses, shielded by nftables.
 			"--bind-address=0.0.0.0", fmt.Sprintf("--secure-port=%d", c.APIServerPort),
-			"--advertise-address=" + c.NodeIP.String(),
+			"--advertise-address=" + c.primaryNodeIP().String(),
 			"--service-cluster-ip-range=" + svc,
 			"--client-ca-file=" + c.pki("ca.crt"),
 			"--tls-cert-file=" + c.pki("apiserver.crt"), "--tls-private-key-file=" + c.pki("apiserver.key"),
@@ -220,6 +220,9 @@ func (c Config) up(ctx context.Context, bins map[string]binary, out io.Writer) e
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
+	}
+	if err := os.WriteFile(c.primaryFamilyFile(), []byte(c.PrimaryFamily()+"\n"), 0o644); err != nil {
+		return err
 	}
 	if err := c.recordPreexisting(); err != nil {
 		return err
@@ -481,7 +484,24 @@ func (c Config) status(ctx context.Context, bins map[string]binary) []ComponentS
 		}
 		out = append(out, s)
 	}
+	// A cluster started with the other primary family is not the one asked for: report
+	// it unhealthy, so Up (and Ensure, under the exclusive lock) starts it afresh.
+	if got := c.runningPrimaryFamily(); got != c.PrimaryFamily() {
+		out = append(out, ComponentStatus{Name: "primary-family", Health: fmt.Sprintf("the cluster runs with %s primary; this configuration wants %s", got, c.PrimaryFamily())})
+	}
 	return out
+}
+
+func (c Config) primaryFamilyFile() string { return filepath.Join(c.Dir, "primary-family") }
+
+// runningPrimaryFamily is the primary family the cluster was last started with; a
+// cluster started before the file existed is IPv4-primary.
+func (c Config) runningPrimaryFamily() string {
+	b, err := os.ReadFile(c.primaryFamilyFile())
+	if err != nil {
+		return "ipv4"
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // anythingLeft tells whether a previous cluster left processes or state behind.

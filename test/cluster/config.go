@@ -52,6 +52,11 @@ type Config struct {
 	NodeIPv6      net.IP
 	PodCIDRv6     *net.IPNet
 	ServiceCIDRv6 *net.IPNet
+	// IPv6Primary puts IPv6 first on a dual-stack cluster: the node's first address,
+	// every pod's status.podIP and every single-stack Service's ClusterIP (the
+	// kubernetes Service too) are IPv6, so suites that probe "the" pod or Service IP
+	// (the upstream netpol e2e suite) test IPv6. STRICTGATE_CLUSTER_PRIMARY=ipv6 sets it.
+	IPv6Primary bool
 	// ExternalInterfaces are shielded: no cluster port answers on them and no pod
 	// traffic is forwarded to them.
 	ExternalInterfaces []string
@@ -110,7 +115,35 @@ func DefaultConfig() (Config, error) {
 	} else {
 		c.NodeIPv6 = nil
 	}
+	switch p := os.Getenv("STRICTGATE_CLUSTER_PRIMARY"); p {
+	case "", "ipv4":
+	case "ipv6":
+		if !c.DualStack() {
+			return Config{}, errors.New("STRICTGATE_CLUSTER_PRIMARY=ipv6 needs a dual-stack cluster: the node has no global IPv6 address or STRICTGATE_CLUSTER_IPV6=0")
+		}
+		c.IPv6Primary = true
+	default:
+		return Config{}, fmt.Errorf("STRICTGATE_CLUSTER_PRIMARY=%s: want ipv4 or ipv6", p)
+	}
 	return c, nil
+}
+
+// PrimaryFamily is "ipv4" or "ipv6": the family of the node's first address, of pods'
+// status.podIP and of single-stack Services' ClusterIPs.
+func (c Config) PrimaryFamily() string {
+	if c.IPv6Primary && c.DualStack() {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// primaryNodeIP is the node address of the primary family: the API server advertises
+// it (its family must be the primary service CIDR's) and the kubelet serves on it.
+func (c Config) primaryNodeIP() net.IP {
+	if c.PrimaryFamily() == "ipv6" {
+		return c.NodeIPv6
+	}
+	return c.NodeIP
 }
 
 // findToolsDir finds test/tools from the working directory upwards: `go run` and
@@ -274,8 +307,11 @@ func (c Config) DualStack() bool {
 }
 
 // joined lists the IPv4 value and, when dual-stack, the IPv6 one, comma-separated as
-// the components' flags want them.
+// the components' flags want them: the primary family first.
 func (c Config) joined(v4, v6 fmt.Stringer) string {
+	if c.PrimaryFamily() == "ipv6" {
+		return v6.String() + "," + v4.String()
+	}
 	if c.DualStack() {
 		return v4.String() + "," + v6.String()
 	}

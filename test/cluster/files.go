@@ -216,7 +216,7 @@ imageGCLowThresholdPercent: 99
 syncFrequency: 10s
 fileCheckFrequency: 10s
 nodeStatusUpdateFrequency: 5s
-`, c.NodeIP, c.pki("ca.crt"), c.pki("kubelet-serving.crt"), c.pki("kubelet-serving.key"),
+`, c.primaryNodeIP(), c.pki("ca.crt"), c.pki("kubelet-serving.crt"), c.pki("kubelet-serving.key"),
 		c.containerdSocket(), filepath.Join(c.StateDir, "pod-logs"))
 }
 

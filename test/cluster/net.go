@@ -53,6 +53,13 @@ func (c Config) nftRuleset() string {
 		output += fmt.Sprintf(`
 		oifname @external ip6 daddr { %[1]s, %[2]s } counter drop`, pods6, svcs6)
 	}
+	// Pods reach the API server (and a host-network agent) at the node address of the
+	// primary family, through the kubernetes Service; over the other family no pod
+	// needs a cluster port.
+	v6Input := `iifname != "lo" meta nfproto ipv6 tcp dport @ports counter drop`
+	if c.PrimaryFamily() == "ipv6" {
+		v6Input = fmt.Sprintf(`iifname != "lo" ip6 saddr != %s tcp dport @ports counter drop`, c.PodCIDRv6)
+	}
 	return fmt.Sprintf(`table inet %[1]s {
 	set external { type ifname; elements = { %[2]s } }
 	set ports { type inet_service; flags interval; elements = { %[3]s } }
@@ -60,7 +67,7 @@ func (c Config) nftRuleset() string {
 		type filter hook input priority filter - 10; policy accept;
 		iifname @external tcp dport @ports counter drop
 		iifname @external udp dport 30000-32767 counter drop
-		iifname != "lo" meta nfproto ipv6 tcp dport @ports counter drop
+		%[7]s
 		iifname != "lo" ip saddr != %[4]s tcp dport @ports counter drop
 	}
 	chain forward {
@@ -70,7 +77,7 @@ func (c Config) nftRuleset() string {
 		type filter hook output priority filter - 10; policy accept;%[6]s
 	}
 }
-`, nftTable, strings.Join(ext, ", "), clusterPorts, pods, forward, output)
+`, nftTable, strings.Join(ext, ", "), clusterPorts, pods, forward, output, v6Input)
 }
 
 // sinkRoutes are the routes setupNetwork adds: "ip" arguments after "route replace".

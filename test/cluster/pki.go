@@ -43,7 +43,7 @@ func (c Config) identities() []identity {
 		{file: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
 		{file: "apiserver", cn: "kube-apiserver", server: true,
 			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-			ips: c.withV6(net.IPv4(127, 0, 0, 1), c.NodeIP, svcIP)},
+			ips: c.apiServerIPs(svcIP)},
 		// The controller-manager and scheduler would sign their own serving certificates.
 		{file: "kube-controller-manager-serving", cn: "kube-controller-manager", server: true,
 			dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}},
@@ -52,6 +52,16 @@ func (c Config) identities() []identity {
 		{file: "kubelet-serving", cn: c.NodeName, server: true,
 			dns: []string{c.NodeName, "localhost"}, ips: c.withV6(net.IPv4(127, 0, 0, 1), c.NodeIP)},
 	}
+}
+
+// apiServerIPs are the API server certificate's addresses; with IPv6 primary the
+// kubernetes Service's ClusterIP (what pods connect to) is the first IPv6 service IP.
+func (c Config) apiServerIPs(svcIP net.IP) []net.IP {
+	ips := c.withV6(net.IPv4(127, 0, 0, 1), c.NodeIP, svcIP)
+	if c.PrimaryFamily() == "ipv6" {
+		ips = append(ips, firstIP(c.ServiceCIDRv6))
+	}
+	return ips
 }
 
 func (c Config) withV6(ips ...net.IP) []net.IP {
