@@ -22,6 +22,8 @@ type ClusterOptions struct {
 	Keep bool
 	// Log receives progress and the suite's output.
 	Log io.Writer
+	// Procs is the number of parallel suite processes (RunOptions.Procs).
+	Procs int
 }
 
 // OnCluster imports the suite's agnhost image, helm-installs strictgate with the
@@ -59,7 +61,7 @@ func OnCluster(ctx context.Context, cl *cluster.Cluster, s Suite, o ClusterOptio
 			}()
 		}
 	}
-	fmt.Fprintf(o.Log, "netpol: running %s --ginkgo.focus=%q --ginkgo.skip=%q (primary family %s)\n", s.Binary, o.Focus, o.Skip, cl.Config.PrimaryFamily())
+	fmt.Fprintf(o.Log, "netpol: running %s --ginkgo.focus=%q --ginkgo.skip=%q in %d process(es) (primary family %s)\n", s.Binary, o.Focus, o.Skip, max(o.Procs, 1), cl.Config.PrimaryFamily())
 	return s.Run(ctx, RunOptions{
 		Kubeconfig: cl.Kubeconfig,
 		Kubectl:    cl.Kubectl(),
@@ -67,6 +69,7 @@ func OnCluster(ctx context.Context, cl *cluster.Cluster, s Suite, o ClusterOptio
 		Skip:       o.Skip,
 		ReportDir:  o.ReportDir,
 		Out:        o.Log,
+		Procs:      o.Procs,
 	})
 }
 

@@ -36,6 +36,10 @@ type RunOptions struct {
 	Out io.Writer
 	// Timeout bounds the whole run (Ginkgo's suite timeout); default 3h.
 	Timeout time.Duration
+	// Procs > 1 runs the specs in that many parallel processes (through Ginkgo's CLI).
+	// The suite's specs are independent (each makes namespaces of its own); on a
+	// 2-core node more than 3 makes the suite's 3-second probes time out.
+	Procs int
 }
 
 // Run runs the suite and returns its parsed JUnit report. A failing spec is not an
@@ -58,19 +62,31 @@ func (s Suite) Run(ctx context.Context, o RunOptions) (*Report, error) {
 		"--provider=local",
 		"--report-dir=" + o.ReportDir,
 		"--e2e-output-dir=" + o.ReportDir,
-		"--ginkgo.focus=" + o.Focus,
-		"--ginkgo.timeout=" + o.Timeout.String(),
-		"--ginkgo.no-color",
-		"--ginkgo.v",
-	}
-	if o.Skip != "" {
-		args = append(args, "--ginkgo.skip="+o.Skip)
 	}
 	if o.Kubectl != "" {
 		args = append(args, "--kubectl-path="+o.Kubectl)
 	}
+	ginkgo := []string{"focus=" + o.Focus, "timeout=" + o.Timeout.String(), "no-color", "v"}
+	if o.Skip != "" {
+		ginkgo = append(ginkgo, "skip="+o.Skip)
+	}
+	bin := s.Binary
+	if o.Procs > 1 {
+		// Ginkgo's CLI runs the binary in o.Procs processes and hands each its share
+		// of the specs; the framework's report (written by process 1) covers them all.
+		cli := []string{fmt.Sprintf("--procs=%d", o.Procs)}
+		for _, g := range ginkgo {
+			cli = append(cli, "--"+g)
+		}
+		args = append(append(cli, s.Binary, "--"), args...)
+		bin = s.Ginkgo
+	} else {
+		for _, g := range ginkgo {
+			args = append(args, "--ginkgo."+g)
+		}
+	}
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, s.Binary, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = o.ReportDir
 	// The framework falls back to $KUBECONFIG in places; point it at the same cluster.
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+o.Kubeconfig)

@@ -36,6 +36,8 @@ type Suite struct {
 	Binary string
 	// Agnhost is the static agnhost binary the suite's pods run.
 	Agnhost string
+	// Ginkgo is Ginkgo's CLI at the version the suite uses, for parallel runs.
+	Ginkgo string
 	// BuildTook is how long build.sh ran (near zero when both were cached).
 	BuildTook time.Duration
 }
@@ -55,16 +57,17 @@ func Build(ctx context.Context, toolsDir, cacheDir string, out io.Writer) (Suite
 		KubernetesVersion: k,
 		Binary:            filepath.Join(cacheDir, Component+"-"+k, "e2e.test"),
 		Agnhost:           filepath.Join(cacheDir, "agnhost-"+k, "agnhost"),
+		Ginkgo:            filepath.Join(cacheDir, "ginkgo-"+k, "ginkgo"),
 	}
-	if !executable(s.Binary) || !executable(s.Agnhost) {
+	if !executable(s.Binary) || !executable(s.Agnhost) || !executable(s.Ginkgo) {
 		fmt.Fprintf(out, "netpol: building the %s netpol e2e suite and agnhost into %s (first time: several minutes)\n", k, cacheDir)
 	}
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, filepath.Join(toolsDir, "build.sh"), Component, "agnhost")
+	cmd := exec.CommandContext(ctx, filepath.Join(toolsDir, "build.sh"), Component, "agnhost", "ginkgo")
 	cmd.Env = append(os.Environ(), "STRICTGATE_CACHE="+cacheDir)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
-		return Suite{}, fmt.Errorf("build %s agnhost: %w", Component, err)
+		return Suite{}, fmt.Errorf("build %s agnhost ginkgo: %w", Component, err)
 	}
 	s.BuildTook = time.Since(start)
 	return s, nil

@@ -6,7 +6,7 @@
 #   $STRICTGATE_CACHE/<component>-<version>/<binary>
 #
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
-#             kubectl etcd containerd runc cni-plugins helm e2e-netpol agnhost e2e-full
+#             kubectl etcd containerd runc cni-plugins helm e2e-netpol agnhost ginkgo e2e-full
 #
 # containerd installs containerd, containerd-shim-runc-v2 and ctr into one directory;
 # cni-plugins installs ptp, host-local and loopback; runc needs cgo and libseccomp-dev.
@@ -77,7 +77,7 @@ kube_e2e_module() {
       echo
       grep '=> ./staging/src/' "$gomod" | awk -v v="$KUBE_STAGING_VERSION" '{print "replace " $1 " => " $1 " " v}'
     } > "$dir/go.mod"
-    printf 'package kubee2e\n\nimport (\n\t_ "k8s.io/kubernetes/test/e2e"\n\t_ "k8s.io/kubernetes/test/e2e/network/netpol"\n\t_ "k8s.io/kubernetes/test/images/agnhost"\n)\n' > "$dir/tools.go"
+    printf '//go:build tools\n\npackage kubee2e\n\nimport (\n\t_ "github.com/onsi/ginkgo/v2/ginkgo"\n\t_ "k8s.io/kubernetes/test/e2e"\n\t_ "k8s.io/kubernetes/test/e2e/network/netpol"\n\t_ "k8s.io/kubernetes/test/images/agnhost"\n)\n' > "$dir/tools.go"
     e2e_netpol_main > "$dir/netpol/netpol_test.go"
     (cd "$dir" && go mod tidy >/dev/null 2>&1 || true; go mod download all >/dev/null 2>&1 || true)
     touch "$dir/.ready"
@@ -149,12 +149,15 @@ build_e2e() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
-build_agnhost() {
-  local out="$cache/agnhost-$KUBERNETES_VERSION"
-  [ -x "$out/agnhost" ] && return 0
+# build_e2e_tool builds a main package of the e2e module's build list: agnhost (the
+# suite's server and client) or ginkgo (the CLI that runs a suite binary in parallel
+# processes), at the versions k8s.io/kubernetes@$KUBERNETES_VERSION pins.
+build_e2e_tool() {
+  local name=$1 pkg=$2 out="$cache/$1-$KUBERNETES_VERSION"
+  [ -x "$out/$name" ] && return 0
   local mod; mod=$(kube_e2e_module)
   mkdir -p "$out.tmp"
-  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/agnhost" k8s.io/kubernetes/test/images/agnhost)
+  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/$name" "$pkg")
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
@@ -187,7 +190,8 @@ for c in "$@"; do
   case "$c" in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl) build_kube "$c" ;;
     e2e-netpol|e2e-full) build_e2e "$c" ;;
-    agnhost) build_agnhost ;;
+    agnhost) build_e2e_tool agnhost k8s.io/kubernetes/test/images/agnhost ;;
+    ginkgo) build_e2e_tool ginkgo github.com/onsi/ginkgo/v2/ginkgo ;;
     etcd) go_build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" etcd=go.etcd.io/etcd/server/v3 ;;
     helm) go_build helm helm.sh/helm/v3 "$HELM_VERSION" "" helm=helm.sh/helm/v3/cmd/helm ;;
     containerd)

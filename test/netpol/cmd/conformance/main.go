@@ -31,10 +31,11 @@ func main() {
 	noInstall := flag.Bool("no-install", false, "run against the cluster without strictgate (checks the suite itself; isolating specs must fail)")
 	keep := flag.Bool("keep", false, "leave strictgate installed after the last run")
 	quiet := flag.Bool("quiet", false, "do not stream the suite's output (it is in the report directory)")
+	procs := flag.Int("procs", 2, "parallel suite processes (1: serial)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	code, err := run(ctx, strings.Split(*families, ","), *focus, *skip, *out, *noInstall, *keep, *quiet)
+	code, err := run(ctx, strings.Split(*families, ","), *focus, *skip, *out, *noInstall, *keep, *quiet, *procs)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "conformance: %v\n", err)
 		if code == 0 {
@@ -44,7 +45,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(ctx context.Context, families []string, focus, skip, out string, noInstall, keep, quiet bool) (int, error) {
+func run(ctx context.Context, families []string, focus, skip, out string, noInstall, keep, quiet bool, procs int) (int, error) {
 	cfg, err := cluster.DefaultConfig()
 	if err != nil {
 		return 1, err
@@ -110,7 +111,7 @@ func run(ctx context.Context, families []string, focus, skip, out string, noInst
 				return err
 			}
 			fr.Report, err = netpol.OnCluster(ctx, cl, suite, netpol.ClusterOptions{
-				Focus: focus, Skip: skip, ReportDir: reportDir, NoInstall: noInstall, Keep: keep, Log: log,
+				Focus: focus, Skip: skip, ReportDir: reportDir, NoInstall: noInstall, Keep: keep, Log: log, Procs: procs,
 			})
 			return err
 		})
