@@ -97,7 +97,7 @@ func TestPrivilegedNetpolSubset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	rep, err := OnCluster(ctx, cl, s, ClusterOptions{Focus: subsetFocus(), ReportDir: filepath.Join(dir, "report"), Log: logf})
+	rep, err := OnCluster(ctx, cl, s, ClusterOptions{Focus: subsetFocus(), ReportDir: filepath.Join(dir, "report"), Log: logf, Procs: 2})
 	if err != nil {
 		t.Fatalf("%v (suite output: %s)", err, logPath)
 	}
