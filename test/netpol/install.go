@@ -27,20 +27,31 @@ var valuesYAML []byte
 
 // Values returns the conformance values profile: its text and its parsed values.
 func Values() (string, map[string]any, error) {
-	var v map[string]any
-	if err := yaml.Unmarshal(valuesYAML, &v); err != nil {
-		return "", nil, fmt.Errorf("parse %s: %w", ValuesFile, err)
-	}
-	return string(valuesYAML), v, nil
+	return parseValues(ValuesFile, valuesYAML)
 }
 
-// Install helm-installs strictgate from this tree with the conformance profile (image
-// built and imported by the e2e harness). Uninstall it with the returned Install.
-func Install(ctx context.Context, cl *cluster.Cluster, log io.Writer) (*harness.Install, error) {
-	_, v, err := Values()
+// ValuesFrom reads another values file in place of the profile (make conformance
+// -values: the suite against an installation of one's own).
+func ValuesFrom(path string) (string, map[string]any, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
+	return parseValues(path, b)
+}
+
+func parseValues(name string, b []byte) (string, map[string]any, error) {
+	var v map[string]any
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		return "", nil, fmt.Errorf("parse %s: %w", name, err)
+	}
+	return string(b), v, nil
+}
+
+// Install helm-installs strictgate from this tree with values v (the conformance
+// profile unless the caller chose others; image built and imported by the e2e
+// harness). Uninstall it with the returned Install.
+func Install(ctx context.Context, cl *cluster.Cluster, v map[string]any, log io.Writer) (*harness.Install, error) {
 	mode, _ := v["mode"].(string)
 	return harness.InstallStrictgate(ctx, cl, harness.Options{Mode: mode, Values: v, Log: log})
 }

@@ -20,6 +20,8 @@ type ClusterOptions struct {
 	NoInstall bool
 	// Keep leaves strictgate installed afterwards.
 	Keep bool
+	// Values are the chart values; nil means the conformance profile.
+	Values map[string]any
 	// Log receives progress and the suite's output.
 	Log io.Writer
 	// Procs is the number of parallel suite processes (RunOptions.Procs).
@@ -40,7 +42,12 @@ func OnCluster(ctx context.Context, cl *cluster.Cluster, s Suite, o ClusterOptio
 	}
 	fmt.Fprintf(o.Log, "netpol: %s imported into the node's containerd\n", ref)
 	if !o.NoInstall {
-		in, err := Install(ctx, cl, o.Log)
+		if o.Values == nil {
+			if _, o.Values, err = Values(); err != nil {
+				return nil, err
+			}
+		}
+		in, err := Install(ctx, cl, o.Values, o.Log)
 		if err != nil {
 			// A failed `helm upgrade --install --wait` leaves a release behind; the
 			// cluster is shared, so take it out again.

@@ -32,10 +32,11 @@ func main() {
 	keep := flag.Bool("keep", false, "leave strictgate installed after the last run")
 	quiet := flag.Bool("quiet", false, "do not stream the suite's output (it is in the report directory)")
 	procs := flag.Int("procs", 2, "parallel suite processes (1: serial)")
+	valuesFile := flag.String("values", "", "chart values file to install strictgate with instead of "+netpol.ValuesFile)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	code, err := run(ctx, strings.Split(*families, ","), *focus, *skip, *out, *noInstall, *keep, *quiet, *procs)
+	code, err := run(ctx, strings.Split(*families, ","), *focus, *skip, *out, *noInstall, *keep, *quiet, *procs, *valuesFile)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "conformance: %v\n", err)
 		if code == 0 {
@@ -45,7 +46,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(ctx context.Context, families []string, focus, skip, out string, noInstall, keep, quiet bool, procs int) (int, error) {
+func run(ctx context.Context, families []string, focus, skip, out string, noInstall, keep, quiet bool, procs int, valuesFile string) (int, error) {
 	cfg, err := cluster.DefaultConfig()
 	if err != nil {
 		return 1, err
@@ -63,7 +64,12 @@ func run(ctx context.Context, families []string, focus, skip, out string, noInst
 	if !sctpOK {
 		skip = joinSkip(skip, netpol.SCTPSkip)
 	}
-	values, _, err := netpol.Values()
+	values, vals, err := netpol.Values()
+	shownFile := netpol.ValuesFile
+	if valuesFile != "" {
+		values, vals, err = netpol.ValuesFrom(valuesFile)
+		shownFile = valuesFile
+	}
 	if err != nil {
 		return 1, err
 	}
@@ -72,7 +78,7 @@ func run(ctx context.Context, families []string, focus, skip, out string, noInst
 		StrictgateVersion: gitDescribe(root),
 		Date:              time.Now(),
 		Suite:             suite.Description(),
-		ValuesFile:        netpol.ValuesFile,
+		ValuesFile:        shownFile,
 		Values:            values,
 		SCTP:              sctpWhy,
 		Command:           "make conformance",
@@ -111,7 +117,7 @@ func run(ctx context.Context, families []string, focus, skip, out string, noInst
 				return err
 			}
 			fr.Report, err = netpol.OnCluster(ctx, cl, suite, netpol.ClusterOptions{
-				Focus: focus, Skip: skip, ReportDir: reportDir, NoInstall: noInstall, Keep: keep, Log: log, Procs: procs,
+				Focus: focus, Skip: skip, ReportDir: reportDir, NoInstall: noInstall, Keep: keep, Log: log, Procs: procs, Values: vals,
 			})
 			return err
 		})
