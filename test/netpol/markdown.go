@@ -33,6 +33,8 @@ type Document struct {
 	SCTP    string
 	Command string
 	Runs    []FamilyRun
+	// Took is the whole command's time: builds, cluster restarts, installs and runs.
+	Took time.Duration
 }
 
 // WriteMarkdown renders d as CONFORMANCE.md: the versions and values, totals per family
@@ -60,6 +62,9 @@ func WriteMarkdown(w io.Writer, d Document) error {
 			continue
 		}
 		p("| %s | %s | %d | %d | %d | %s |\n", r.Family, r.Cluster, r.Report.Passed(), r.Report.Failed(), r.Report.Skipped(), r.Report.Took.Round(time.Second))
+	}
+	if d.Took > 0 {
+		p("\nTotal time of `%s`, with builds, cluster restarts and installs: %s.\n", d.Command, d.Took.Round(time.Second))
 	}
 	for _, r := range d.Runs {
 		if r.Report != nil && r.Err != nil {

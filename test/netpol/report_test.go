@@ -115,6 +115,7 @@ func TestWriteMarkdown(t *testing.T) {
 			{Family: "IPv4", Cluster: "dual-stack, IPv4 primary", Report: r},
 			{Family: "IPv6", Cluster: "dual-stack, IPv6 primary", Err: errors.New("cluster did not start")},
 		},
+		Took: 10 * time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +131,7 @@ func TestWriteMarkdown(t *testing.T) {
 		"| skip | not run |",
 		"ns-y/a -> ns-x/a: expected blocked, observed allowed",
 		"```yaml\nmode: strict\n```",
+		"with builds, cluster restarts and installs: 10m0s.",
 	} {
 		if !strings.Contains(md, w) {
 			t.Errorf("CONFORMANCE.md lacks %q:\n%s", w, md)

@@ -47,6 +47,7 @@ func main() {
 }
 
 func run(ctx context.Context, families []string, focus, skip, out string, noInstall, keep, quiet bool, procs int, valuesFile string) (int, error) {
+	start := time.Now()
 	cfg, err := cluster.DefaultConfig()
 	if err != nil {
 		return 1, err
@@ -147,6 +148,7 @@ func run(ctx context.Context, families []string, focus, skip, out string, noInst
 		}
 	}
 
+	doc.Took = time.Since(start)
 	var buf bytes.Buffer
 	if err := netpol.WriteMarkdown(&buf, doc); err != nil {
 		return 1, err
