@@ -150,11 +150,23 @@ func TestValuesProfile(t *testing.T) {
 	if v["mode"] != "strict" {
 		t.Errorf("mode %v, want strict", v["mode"])
 	}
+	// No generated default-deny, said with the chart value or with both components'
+	// flag (they must agree): the suite expects all traffic allowed before its policies.
 	enf, _ := v["enforcement"].(map[string]any)
-	if enf["defaultDeny"] != false {
-		t.Errorf("enforcement.defaultDeny %v, want false: the suite expects all traffic allowed before its own policies", enf["defaultDeny"])
-	}
 	wh, _ := v["webhook"].(map[string]any)
+	ag, _ := v["agent"].(map[string]any)
+	hasFlag := func(m map[string]any) bool {
+		args, _ := m["extraArgs"].([]any)
+		for _, a := range args {
+			if a == "--default-deny=false" {
+				return true
+			}
+		}
+		return false
+	}
+	if enf["defaultDeny"] != false && !(hasFlag(wh) && hasFlag(ag)) {
+		t.Errorf("the profile keeps the generated default-deny (enforcement %v, webhook %v, agent %v)", enf, wh, ag)
+	}
 	hy, _ := wh["hygiene"].(map[string]any)
 	if hy["defaultAction"] != "warn" {
 		t.Errorf("webhook.hygiene.defaultAction %v, want warn", hy["defaultAction"])
