@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"sync"
@@ -14,29 +15,60 @@ import (
 	"github.com/strictgate/strictgate/test/e2e/harness"
 )
 
+// The installation the suites share. Every suite says what it needs (setup, setupWith)
+// and gets exactly that, whatever ran before it: the order of files and tests is not
+// part of any suite's correctness (issue 16, test hygiene c). The order only saves
+// helm upgrades.
 var (
-	installOnce sync.Once
-	installed   *harness.Install
-	installErr  error
+	installMu   sync.Mutex
+	installed   *harness.Install // nil: strictgate is not installed (TestMain uninstalls otherwise)
+	installedAs string           // the mode and values installed is running with
+	binary      string           // the strictgate binary built for this run (kept across uninstalls)
 )
 
-// setup returns the cluster with strictgate installed in strict mode (once per test
-// binary). The suites share the installation; each works in namespaces of its own.
+// setup returns the cluster with strictgate installed in strict mode with the chart's
+// defaults.
 func setup(t *testing.T) (*cluster.Cluster, *harness.Install) {
+	t.Helper()
+	return setupWith(t, "strict", nil)
+}
+
+// setupWith returns the cluster with strictgate helm-installed in mode with values
+// merged over the harness's: a fresh install when there is none, a helm upgrade when
+// the running one differs, nothing otherwise. Suites work in namespaces of their own.
+func setupWith(t *testing.T, mode string, values map[string]any) (*cluster.Cluster, *harness.Install) {
 	t.Helper()
 	// Exclusive: the install changes the cluster for everyone (webhooks, gates,
 	// default-deny, a chained CNI plugin); other packages' tests wait until we are done
 	// (TestMain uninstalls). Skips loudly when not root.
 	cl := cluster.EnsureExclusive(t)
-	installOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-		defer cancel()
-		installed, installErr = harness.InstallStrictgate(ctx, cl, harness.Options{Mode: "strict", Log: os.Stderr})
-	})
-	if installErr != nil {
-		t.Fatalf("install strictgate: %v", installErr)
+	installMu.Lock()
+	defer installMu.Unlock()
+	b, err := json.Marshal(values)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return cl, installed
+	want := mode + " " + string(b)
+	if installed != nil && installedAs == want {
+		return cl, installed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	in, err := harness.InstallStrictgate(ctx, cl, harness.Options{Mode: mode, Binary: binary, Values: values, Log: os.Stderr})
+	if err != nil {
+		installed = nil // unknown state: the next suite installs afresh (a no-op upgrade if it is fine)
+		t.Fatalf("install strictgate (mode %s, values %s): %v", mode, b, err)
+	}
+	installed, installedAs, binary = in, want, in.StrictgateBinary()
+	return cl, in
+}
+
+// forgetInstall makes the next setup run helm upgrade even if mode and values are the
+// same: for suites that changed the release's objects behind helm's back.
+func forgetInstall() {
+	installMu.Lock()
+	installedAs = ""
+	installMu.Unlock()
 }
 
 // TestPrivilegedHelmInstall: `helm upgrade --install --wait` of the chart succeeds on

@@ -5,6 +5,7 @@
 //
 //	probe serve [--tcp 8080] [--udp 8081] [--http 8082]     (comma-separated lists; "" = off)
 //	probe connect [--protocol tcp|udp|http] [--timeout 3s] [--message m] HOST:PORT
+//	probe hold [--conns 20] [--every 100ms] HOST:PORT        (see flood.go)
 //
 // TCP: the server reads one line and answers "<hostname> <line>\n". UDP: every datagram
 // is answered with "<hostname> <payload>". HTTP: /hostname, /healthz, /echo?msg=,
@@ -30,13 +31,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe serve|connect [flags]")
+		fmt.Fprintln(os.Stderr, "usage: probe serve|connect|hold [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "serve":
 		err = serveCmd(os.Args[2:])
+	case "hold":
+		err = holdCmd(os.Args[2:])
 	case "connect":
 		var answer string
 		answer, err = connectCmd(os.Args[2:])
@@ -44,7 +47,7 @@ func main() {
 			fmt.Println(answer)
 		}
 	default:
-		err = fmt.Errorf("unknown sub-command %q: want serve or connect", os.Args[1])
+		err = fmt.Errorf("unknown sub-command %q: want serve, connect or hold", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
@@ -58,9 +61,23 @@ func serveCmd(args []string) error {
 	udp := fs.String("udp", envOr("PROBE_UDP", "8081"), "UDP echo ports, comma-separated")
 	web := fs.String("http", envOr("PROBE_HTTP", "8082"), "HTTP ports, comma-separated")
 	addr := fs.String("address", "", "address to listen on (default: all)")
+	stream := fs.String("stream", "", "TCP ports echoing every line until the peer closes (for probe hold)")
+	logRecvFlag := fs.Bool("log-recv", false, "print a line per TCP accept and UDP datagram, with its time")
+	floodTo := fs.String("flood-to", "", "fire at proto:HOST:PORT,... (HOST may be a.b.c.d-e) from the first instruction on")
+	floodEvery := fs.Duration("flood-interval", 5*time.Millisecond, "time between two shots at one flood target")
+	floodTimeout := fs.Duration("flood-timeout", 300*time.Millisecond, "TCP flood: connect+answer timeout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *floodTo != "" {
+		targets, err := parseFlood(*floodTo)
+		if err != nil {
+			return err
+		}
+		// Before listening: the pod sends before it does anything else.
+		startFlood(targets, *floodEvery, *floodTimeout)
+	}
+	logRecv.Store(*logRecvFlag)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	s, err := listen(*addr, split(*tcp), split(*udp), split(*web))
@@ -68,6 +85,15 @@ func serveCmd(args []string) error {
 		return err
 	}
 	defer s.Close()
+	for _, p := range split(*stream) {
+		l, err := net.Listen("tcp", net.JoinHostPort(*addr, p))
+		if err != nil {
+			return fmt.Errorf("listen stream %s: %w", p, err)
+		}
+		s.closers = append(s.closers, l)
+		s.addrs = append(s.addrs, "stream "+l.Addr().String())
+		go s.serveStream(l)
+	}
 	for _, a := range s.Addrs() {
 		fmt.Println("probe: listening on", a)
 	}
@@ -151,6 +177,7 @@ func (s *server) serveTCP(l net.Listener) {
 		if err != nil {
 			return
 		}
+		recvLine("tcp", c.LocalAddr(), c.RemoteAddr())
 		go func() {
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -172,6 +199,7 @@ func (s *server) serveUDP(c net.PacketConn) {
 		if err != nil {
 			return
 		}
+		recvLine("udp", c.LocalAddr(), from)
 		msg := strings.TrimRight(string(buf[:n]), "\r\n")
 		fmt.Printf("probe: udp from %s: %q\n", from, msg)
 		c.WriteTo([]byte(s.host+" "+msg), from)

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -86,5 +89,66 @@ func TestProbeDialRelaysAnswersAndErrors(t *testing.T) {
 				t.Fatalf("/dial?%s = %d %q, want %d %q", tt.query, resp.StatusCode, b, tt.status, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseFloodRange(t *testing.T) {
+	got, err := parseFlood("tcp:10.244.0.20-22:8080,udp:[fd00::1]:8081")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []floodTarget{{"tcp", "10.244.0.20:8080"}, {"tcp", "10.244.0.21:8080"}, {"tcp", "10.244.0.22:8080"}, {"udp", "[fd00::1]:8081"}}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	for _, bad := range []string{"sctp:1.2.3.4:1", "tcp:1.2.3.4", "tcp:1.2.3.9-3:80", "tcp:fd00::1-3:80"} {
+		if _, err := parseFlood(bad); err == nil {
+			t.Errorf("parseFlood(%q) accepted", bad)
+		}
+	}
+}
+
+// TestFloodReachesServerAndHoldSurvives: the flood's shots arrive at a server and the
+// first TCP answer is reported; held connections on a stream port keep answering.
+func TestFloodReachesServerAndHoldSurvives(t *testing.T) {
+	s, err := listen("127.0.0.1", []string{"0"}, []string{"0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go s.serveStream(l)
+	var targets []floodTarget
+	for _, a := range s.Addrs() {
+		f := strings.Fields(a)
+		targets = append(targets, floodTarget{f[0], f[1]})
+	}
+	startFlood(targets, 5*time.Millisecond, time.Second)
+	for _, tg := range targets {
+		if _, err := connect(tg.proto, tg.addr, "x", 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for i := range 3 {
+		msg := fmt.Sprintf("line %d\n", i)
+		io.WriteString(c, msg)
+		if got, err := r.ReadString('\n'); err != nil || got != msg {
+			t.Fatalf("stream answer %q %v, want %q", got, err, msg)
+		}
 	}
 }

@@ -13,9 +13,9 @@ import (
 	"github.com/strictgate/strictgate/test/e2e/harness"
 )
 
-// TestPrivilegedHelmUninstallLeavesNoWebhooks runs last (files run in name order): after
-// `helm uninstall` no webhook configuration, admission policy or strictgate pod is left,
-// so the cluster admits pods exactly as before.
+// TestPrivilegedHelmUninstallLeavesNoWebhooks: after `helm uninstall` no webhook
+// configuration, admission policy or strictgate pod is left, so the cluster admits pods
+// exactly as before. A suite running after it installs again (setupWith).
 func TestPrivilegedHelmUninstallLeavesNoWebhooks(t *testing.T) {
 	cl, in := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -23,7 +23,9 @@ func TestPrivilegedHelmUninstallLeavesNoWebhooks(t *testing.T) {
 	if out, err := in.Helm.Uninstall(ctx, harness.Release, harness.Namespace); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	installed = nil // TestMain has nothing left to remove
+	installMu.Lock()
+	installed = nil // TestMain has nothing left to remove; the next setup installs afresh
+	installMu.Unlock()
 	// The chart's pre-delete hook took strictgate out of the node's CNI configuration.
 	b, err := os.ReadFile(cl.Config.CNIConfDir + "/" + cl.Config.CNIConfFile)
 	if err != nil || strings.Contains(string(b), `"strictgate"`) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -43,18 +42,10 @@ test_owner_present if {
 // (webhook.hygiene.customRules → ConfigMap → --hygiene-rules-dir) is enforced by the
 // running webhook on the cluster.
 func TestPrivilegedCustomHygieneRule(t *testing.T) {
-	cl, in := setup(t)
-	ctx := ctxFor(t, 10*time.Minute)
-	upgrade := func(values map[string]any) {
-		t.Helper()
-		if _, err := harness.InstallStrictgate(ctx, cl, harness.Options{Mode: "strict", Binary: in.StrictgateBinary(), Log: os.Stderr, Values: values}); err != nil {
-			t.Fatalf("helm upgrade: %v", err)
-		}
-	}
-	upgrade(map[string]any{"webhook": map[string]any{"hygiene": map[string]any{
+	cl, _ := setupWith(t, "strict", map[string]any{"webhook": map[string]any{"hygiene": map[string]any{
 		"customRules": map[string]any{"owner.rego": ownerRule, "owner_test.rego": ownerRuleTest},
 	}}})
-	t.Cleanup(func() { upgrade(nil) })
+	ctx := ctxFor(t, 10*time.Minute)
 
 	const ns = "e2e-hygiene"
 	namespace(t, cl, ns, nil)
