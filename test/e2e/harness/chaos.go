@@ -98,20 +98,22 @@ func PauseAgents(ctx context.Context, cs kubernetes.Interface) error {
 }
 
 // ResumeAgents removes PauseAgents' nodeSelector and waits until an agent runs again
-// (Running, not yet Ready), returning when it saw it running.
-func ResumeAgents(ctx context.Context, cs kubernetes.Interface) (time.Time, error) {
+// (Running, not yet Ready). It returns when it removed the selector (no agent can be
+// back before that) and when it saw the agent running (the API reports it a little
+// after the process started, so the agent may already have programmed pods by then).
+func ResumeAgents(ctx context.Context, cs kubernetes.Interface) (resumed, running time.Time, err error) {
 	ds, err := cs.AppsV1().DaemonSets(Namespace).Get(ctx, AgentDaemonSetName, metav1.GetOptions{})
 	if err != nil {
-		return time.Time{}, err
+		return resumed, running, err
 	}
+	resumed = time.Now()
 	if _, ok := ds.Spec.Template.Spec.NodeSelector["strictgate.dev/e2e-paused"]; ok {
 		op := []map[string]any{{"op": "remove", "path": "/spec/template/spec/nodeSelector/strictgate.dev~1e2e-paused"}}
 		b, _ := json.Marshal(op)
 		if _, err := cs.AppsV1().DaemonSets(Namespace).Patch(ctx, AgentDaemonSetName, types.JSONPatchType, b, metav1.PatchOptions{}); err != nil {
-			return time.Time{}, fmt.Errorf("resume agents: %w", err)
+			return resumed, running, fmt.Errorf("resume agents: %w", err)
 		}
 	}
-	var running time.Time
 	err = Eventually(ctx, 3*time.Minute, func() error {
 		p, err := AgentPod(ctx, cs)
 		if err != nil {
@@ -123,5 +125,5 @@ func ResumeAgents(ctx context.Context, cs kubernetes.Interface) (time.Time, erro
 		running = time.Now()
 		return nil
 	})
-	return running, err
+	return resumed, running, err
 }

@@ -216,3 +216,24 @@ func holdCmd(args []string) error {
 		fmt.Printf("probe: hold ok %d rounds=%d at %d\n", alive.Load(), rounds.Load(), stamp())
 	}
 }
+
+// ping sends a datagram to target every interval from the server's first UDP socket,
+// so the pod has a UDP flow whose replies arrive at a socket that accepts datagrams
+// from anyone (the spoofed-reply test counts who else gets in).
+func (s *server) ping(target string, every time.Duration) error {
+	if len(s.udp) == 0 {
+		return errors.New("--ping needs a --udp port")
+	}
+	to, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		return err
+	}
+	c := s.udp[0]
+	go func() {
+		for seq := 0; ; seq++ {
+			c.WriteTo([]byte(fmt.Sprintf("ping %d", seq)), to)
+			time.Sleep(every)
+		}
+	}()
+	return nil
+}

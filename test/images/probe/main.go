@@ -6,6 +6,7 @@
 //	probe serve [--tcp 8080] [--udp 8081] [--http 8082]     (comma-separated lists; "" = off)
 //	probe connect [--protocol tcp|udp|http] [--timeout 3s] [--message m] HOST:PORT
 //	probe hold [--conns 20] [--every 100ms] HOST:PORT        (see flood.go)
+//	probe spoof --src IP [--tcp-ack] DST:PORT                  (see spoof.go)
 //
 // TCP: the server reads one line and answers "<hostname> <line>\n". UDP: every datagram
 // is answered with "<hostname> <payload>". HTTP: /hostname, /healthz, /echo?msg=,
@@ -31,7 +32,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe serve|connect|hold [flags]")
+		fmt.Fprintln(os.Stderr, "usage: probe serve|connect|hold|spoof [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -40,6 +41,8 @@ func main() {
 		err = serveCmd(os.Args[2:])
 	case "hold":
 		err = holdCmd(os.Args[2:])
+	case "spoof":
+		err = spoofCmd(os.Args[2:])
 	case "connect":
 		var answer string
 		answer, err = connectCmd(os.Args[2:])
@@ -47,7 +50,7 @@ func main() {
 			fmt.Println(answer)
 		}
 	default:
-		err = fmt.Errorf("unknown sub-command %q: want serve, connect or hold", os.Args[1])
+		err = fmt.Errorf("unknown sub-command %q: want serve, connect, hold or spoof", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
@@ -66,6 +69,7 @@ func serveCmd(args []string) error {
 	floodTo := fs.String("flood-to", "", "fire at proto:HOST:PORT,... (HOST may be a.b.c.d-e) from the first instruction on")
 	floodEvery := fs.Duration("flood-interval", 5*time.Millisecond, "time between two shots at one flood target")
 	floodTimeout := fs.Duration("flood-timeout", 300*time.Millisecond, "TCP flood: connect+answer timeout")
+	ping := fs.String("ping", "", "send a UDP datagram to HOST:PORT every 100ms from the first --udp socket (its answers show in --log-recv)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,6 +89,11 @@ func serveCmd(args []string) error {
 		return err
 	}
 	defer s.Close()
+	if *ping != "" {
+		if err := s.ping(*ping, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
 	for _, p := range split(*stream) {
 		l, err := net.Listen("tcp", net.JoinHostPort(*addr, p))
 		if err != nil {
@@ -123,6 +132,7 @@ type server struct {
 	host    string
 	closers []io.Closer
 	addrs   []string
+	udp     []net.PacketConn
 }
 
 func (s *server) Addrs() []string { return s.addrs }
@@ -154,6 +164,7 @@ func listen(addr string, tcpPorts, udpPorts, httpPorts []string) (*server, error
 			return nil, fmt.Errorf("listen udp %s: %w", p, err)
 		}
 		s.closers = append(s.closers, c)
+		s.udp = append(s.udp, c)
 		s.addrs = append(s.addrs, "udp "+c.LocalAddr().String())
 		go s.serveUDP(c)
 	}

@@ -152,3 +152,34 @@ func TestFloodReachesServerAndHoldSurvives(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivilegedSpoofWritesTheGivenSource: probe spoof's packets arrive with the source
+// address it was given, not the sender's (over loopback, IPv4 and IPv6).
+func TestPrivilegedSpoofWritesTheGivenSource(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("raw sockets need root")
+	}
+	for _, tc := range []struct{ listen, src string }{{"127.0.0.1:0", "127.0.0.9"}, {"[::1]:0", "::1"}} {
+		c, err := net.ListenPacket("udp", tc.listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		dst := c.LocalAddr().String()
+		go func() {
+			if err := spoofCmd([]string{"--src", tc.src, "--sport", "4242", "--count", "3", "--interval", "1ms", dst}); err != nil {
+				t.Error(err)
+			}
+		}()
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 100)
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.listen, err)
+		}
+		ua := from.(*net.UDPAddr)
+		if ua.IP.String() != tc.src || ua.Port != 4242 || !strings.HasPrefix(string(buf[:n]), "spoof ") {
+			t.Fatalf("got %q from %s, want from %s:4242", buf[:n], from, tc.src)
+		}
+	}
+}
