@@ -7,6 +7,7 @@
  *
  * Decision order for an IP packet (bpf/README.md has the full picture):
  *   ARP, ND at hop limit 255, MLD at hop limit 1 from fe80::/10 or :: -> pass
+ *   sent by the pod from an address the host does not route to its interface -> drop
  *   unparseable                -> pass if the direction is open, else drop (fail closed)
  *   remote is a node address  -> pass (when allow_host)
  *   conntrack hit              -> pass; re-check first if the pod's generation changed
@@ -623,6 +624,30 @@ static __always_inline void state_default(struct decision *d, __u32 state)
 	}
 }
 
+/*
+ * Source-address validation for packets the pod sends: the host must route the source
+ * back through this very interface (strict reverse path, as rp_filter=1 would for IPv4,
+ * and for IPv6 too). Without it a pod could write another pod's address, or any
+ * address an ipBlock admits, into its packets and be judged by the receiver as that
+ * peer. The lookup is the output route towards the source restricted to the interface.
+ */
+static __always_inline int src_routed_here(struct __sk_buff *skb, __u32 ifindex, const struct pkt *p)
+{
+	struct bpf_fib_lookup fib = {};
+	fib.ifindex = ifindex;
+	if (p->family == 4) {
+		fib.family = 2; /* AF_INET */
+		__builtin_memcpy(&fib.ipv4_dst, p->src + 12, 4);
+		__builtin_memcpy(&fib.ipv4_src, p->dst + 12, 4);
+	} else {
+		fib.family = 10; /* AF_INET6 */
+		__builtin_memcpy(fib.ipv6_dst, p->src, 16);
+		__builtin_memcpy(fib.ipv6_src, p->dst, 16);
+	}
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	return (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && fib.ifindex == ifindex;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, const __u32 dir)
 {
 	struct decision d = { .verdict = SG_VERDICT_DENY, .rule = SG_RULE_NONE, .reason = SG_REASON_POLICY };
@@ -665,6 +690,14 @@ static __always_inline int handle(struct __sk_buff *skb, const __u32 dir)
 	if (pr == PARSE_LINK_LOCAL) {
 		d.verdict = SG_VERDICT_ALLOW;
 		d.reason = SG_REASON_LINK_LOCAL;
+		goto out;
+	}
+	/* Test runs (BPF_PROG_TEST_RUN on lo) have no pod interface to route to. */
+	if (pr == PARSE_OK && dir == SG_DIR_EGRESS && !test && !src_routed_here(skb, key, &p)) {
+		d.verdict = audit ? SG_VERDICT_AUDIT : SG_VERDICT_DENY;
+		d.rule = SG_RULE_NONE;
+		d.reason = SG_REASON_SPOOFED;
+		d.event = 1;
 		goto out;
 	}
 	if (pr == PARSE_OK && cfg->allow_host && bpf_map_lookup_elem(&sg_host_addrs, remote)) {

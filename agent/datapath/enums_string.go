@@ -16,11 +16,12 @@ func _() {
 	_ = x[ReasonLinkLocal-5]
 	_ = x[ReasonUnparseable-6]
 	_ = x[ReasonNoPod-7]
+	_ = x[ReasonSpoofed-8]
 }
 
-const _Reason_name = "policyconntrackrecheckrelatedhostlink-localunparseableno-pod"
+const _Reason_name = "policyconntrackrecheckrelatedhostlink-localunparseableno-podspoofed"
 
-var _Reason_index = [...]uint8{0, 6, 15, 22, 29, 33, 43, 54, 60}
+var _Reason_index = [...]uint8{0, 6, 15, 22, 29, 33, 43, 54, 60, 67}
 
 func (i Reason) String() string {
 	idx := int(i) - 0

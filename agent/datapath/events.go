@@ -46,6 +46,9 @@ const (
 	ReasonUnparseable = Reason(bpfSgReasonSG_REASON_UNPARSEABLE) // unparseable
 	// ReasonNoPod: the interface has no pod entry (dropped).
 	ReasonNoPod = Reason(bpfSgReasonSG_REASON_NO_POD) // no-pod
+	// ReasonSpoofed: the pod sent from an address the host does not route to its
+	// interface (dropped, in every mode but audit).
+	ReasonSpoofed = Reason(bpfSgReasonSG_REASON_SPOOFED) // spoofed
 )
 
 // EventMode selects which verdicts the kernel reports on the ring buffer.

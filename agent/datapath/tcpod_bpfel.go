@@ -178,6 +178,7 @@ const (
 	bpfSgReasonSG_REASON_LINK_LOCAL  bpfSgReason = 5
 	bpfSgReasonSG_REASON_UNPARSEABLE bpfSgReason = 6
 	bpfSgReasonSG_REASON_NO_POD      bpfSgReason = 7
+	bpfSgReasonSG_REASON_SPOOFED     bpfSgReason = 8
 )
 
 type bpfSgSize uint32

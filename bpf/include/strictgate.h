@@ -45,6 +45,7 @@ enum sg_reason {
 	SG_REASON_LINK_LOCAL = 5,  /* ARP, IPv6 neighbour discovery / MLD */
 	SG_REASON_UNPARSEABLE = 6, /* not an IP packet we can judge: fail closed unless open */
 	SG_REASON_NO_POD = 7,      /* interface not registered: fail closed */
+	SG_REASON_SPOOFED = 8,     /* the pod sent from an address not routed to its interface */
 };
 
 /* Event modes (sg_config.event_mode). */
