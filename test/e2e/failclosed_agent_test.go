@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -394,4 +397,68 @@ func waitAgentReady(ctx context.Context, cl *cluster.Cluster) error {
 		}
 		return harness.Ready(p)
 	})
+}
+
+// TestPrivilegedAgentUpgrade (issue 8, suite 4): `helm upgrade` to an image of another
+// version (a second build with another version string, so another tag) rolls the agent
+// DaemonSet — the old agent gets SIGTERM, the new one adopts the pinned datapath —
+// under the same traffic as the SIGKILL suite, with a policy change made while the old
+// agent is gone: the same zeros, and the change in force within N of the new agent.
+func TestPrivilegedAgentUpgrade(t *testing.T) {
+	cl, in := setup(t)
+	tr := newTraffic(t, cl, "e2e-upgrade")
+	tr.watchFlaps()
+	ctx := ctxFor(t, 15*time.Minute)
+	bin := filepath.Join(t.TempDir(), "strictgate")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w -X main.version=e2e-upgrade", "-o", bin, "github.com/strictgate/strictgate/cmd/strictgate")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the upgrade: %v\n%s", err, out)
+	}
+	old, err := harness.AgentPod(ctx, cl.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgraded := make(chan error, 1)
+	var next *harness.Install
+	started := time.Now()
+	go func() {
+		var err error
+		next, err = harness.InstallStrictgate(ctx, cl, harness.Options{Mode: in.Mode, Binary: bin, Log: os.Stderr})
+		upgraded <- err
+	}()
+	// The change is made once the old agent is gone, before the new one runs.
+	var changed time.Time
+	if err := harness.Eventually(ctx, 3*time.Minute, func() error {
+		_, err := cl.Client.CoreV1().Pods(harness.Namespace).Get(ctx, old.Name, metav1.GetOptions{})
+		if err == nil {
+			return fmt.Errorf("old agent %s still there", old.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	changed = tr.changePolicies()
+	if err := <-upgraded; err != nil {
+		t.Fatalf("helm upgrade: %v", err)
+	}
+	installMu.Lock()
+	installed = next // same mode and values, newer image: later suites may keep it
+	installMu.Unlock()
+	agent, err := harness.AgentPod(ctx, cl.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agent.Spec.Containers[0].Image != next.Image.Ref {
+		t.Fatalf("agent runs %s, want %s", agent.Spec.Containers[0].Image, next.Image.Ref)
+	}
+	st, _ := harness.ContainerStatus(agent, "agent")
+	back := st.State.Running.StartedAt.Time // second precision: N is rounded up to a second at most
+	open, closed := tr.enforcedAfter(back)
+	t.Logf("FAILCLOSED agent-upgrade rollout=%s (helm upgrade to %s); policy changed while no agent ran; enforced after the new agent started: opened=%s closed<=%s",
+		ms(time.Since(started)), next.Image.Tag, ms(open), ms(closed))
+	if open > time.Minute {
+		t.Errorf("a policy made during the upgrade took %s after the new agent started to be enforced", open)
+	}
+	tr.check("agent-upgrade", changed)
 }

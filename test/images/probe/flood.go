@@ -217,18 +217,31 @@ func holdCmd(args []string) error {
 	}
 }
 
-// ping sends a datagram to target every interval from the server's first UDP socket,
-// so the pod has a UDP flow whose replies arrive at a socket that accepts datagrams
-// from anyone (the spoofed-reply test counts who else gets in).
-func (s *server) ping(target string, every time.Duration) error {
-	if len(s.udp) == 0 {
-		return errors.New("--ping needs a --udp port")
-	}
+// ping sends a datagram to target every interval from a socket of its own on port
+// from, which answers nothing and logs (with --log-recv) every datagram it gets: the pod
+// has a UDP flow whose replies arrive at a socket that accepts datagrams from anyone,
+// so the spoofed-reply test counts who else gets in. (An echoing socket would ping-pong
+// with the target's echo forever.)
+func (s *server) ping(from, target string, every time.Duration) error {
 	to, err := net.ResolveUDPAddr("udp", target)
 	if err != nil {
 		return err
 	}
-	c := s.udp[0]
+	c, err := net.ListenPacket("udp", net.JoinHostPort("", from))
+	if err != nil {
+		return fmt.Errorf("listen udp %s for --ping: %w", from, err)
+	}
+	s.closers = append(s.closers, c)
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			_, addr, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			recvLine("udp", c.LocalAddr(), addr)
+		}
+	}()
 	go func() {
 		for seq := 0; ; seq++ {
 			c.WriteTo([]byte(fmt.Sprintf("ping %d", seq)), to)

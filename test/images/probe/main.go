@@ -69,7 +69,8 @@ func serveCmd(args []string) error {
 	floodTo := fs.String("flood-to", "", "fire at proto:HOST:PORT,... (HOST may be a.b.c.d-e) from the first instruction on")
 	floodEvery := fs.Duration("flood-interval", 5*time.Millisecond, "time between two shots at one flood target")
 	floodTimeout := fs.Duration("flood-timeout", 300*time.Millisecond, "TCP flood: connect+answer timeout")
-	ping := fs.String("ping", "", "send a UDP datagram to HOST:PORT every 100ms from the first --udp socket (its answers show in --log-recv)")
+	ping := fs.String("ping", "", "send a UDP datagram to HOST:PORT every 100ms from --ping-port (its answers show in --log-recv)")
+	pingPort := fs.String("ping-port", "7000", "local UDP port of --ping; it answers nothing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,7 +91,7 @@ func serveCmd(args []string) error {
 	}
 	defer s.Close()
 	if *ping != "" {
-		if err := s.ping(*ping, 100*time.Millisecond); err != nil {
+		if err := s.ping(*pingPort, *ping, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -132,7 +133,6 @@ type server struct {
 	host    string
 	closers []io.Closer
 	addrs   []string
-	udp     []net.PacketConn
 }
 
 func (s *server) Addrs() []string { return s.addrs }
@@ -164,7 +164,6 @@ func listen(addr string, tcpPorts, udpPorts, httpPorts []string) (*server, error
 			return nil, fmt.Errorf("listen udp %s: %w", p, err)
 		}
 		s.closers = append(s.closers, c)
-		s.udp = append(s.udp, c)
 		s.addrs = append(s.addrs, "udp "+c.LocalAddr().String())
 		go s.serveUDP(c)
 	}

@@ -3,7 +3,7 @@ package main
 // probe spoof sends hand-built packets with a source address that is not the pod's
 // (raw socket; containers have CAP_NET_RAW by default), for the spoofing suite:
 //
-//	probe spoof --src 10.244.0.9 [--sport 8081] [--count 50] [--interval 10ms] [--tcp-ack] DST:PORT
+//	probe spoof --src 10.244.0.9 [--sport 8081] [--count 50] [--interval 10ms] [--tcp-ack] [--vary-ports] DST:PORT
 //	    probe: spoof sent 50 udp 10.244.0.9:8081 -> 10.244.0.7:8081 at T
 
 import (
@@ -24,6 +24,7 @@ func spoofCmd(args []string) error {
 	count := fs.Int("count", 50, "packets to send")
 	every := fs.Duration("interval", 10*time.Millisecond, "time between packets")
 	ack := fs.Bool("tcp-ack", false, "send TCP ACK segments (a reply no connection asked for) instead of UDP datagrams")
+	vary := fs.Bool("vary-ports", false, "one new flow per packet: source port sport+i%50000, destination port PORT+i/50000")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -62,12 +63,18 @@ func spoofCmd(args []string) error {
 	defer unix.Close(fd)
 	sent := 0
 	for i := 0; i < *count; i++ {
-		pkt := buildPacket(s, d, uint16(*sport), dst.Port(), proto, []byte(fmt.Sprintf("spoof %d", i)))
+		sp, dp := uint16(*sport), dst.Port()
+		if *vary {
+			sp, dp = sp+uint16(i%50000), dp+uint16(i/50000)
+		}
+		pkt := buildPacket(s, d, sp, dp, proto, []byte(fmt.Sprintf("spoof %d", i)))
 		if err := unix.Sendto(fd, pkt, 0, sa); err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
 		sent++
-		time.Sleep(*every)
+		if *every > 0 {
+			time.Sleep(*every)
+		}
 	}
 	fmt.Printf("probe: spoof sent %d %s %s -> %s at %d\n", sent, name, netip.AddrPortFrom(s, uint16(*sport)), dst, stamp())
 	return nil
