@@ -85,7 +85,7 @@ func TestPrivilegedLimitsFailClosed(t *testing.T) {
 	big, err := harness.WaitPod(ctx, cl.Client, ns, "big", time.Minute, func(p *corev1.Pod) error {
 		c := harness.Condition(p, harness.GateCondition)
 		if harness.Ready(p) == nil {
-			return fmt.Errorf("READY") // checked below
+			return nil // refused below
 		}
 		if c == nil || c.Status != corev1.ConditionFalse || p.Status.PodIP == "" {
 			return fmt.Errorf("condition %+v, want False", c)
@@ -96,6 +96,9 @@ func TestPrivilegedLimitsFailClosed(t *testing.T) {
 		t.Fatalf("pod over the limit: %v", err)
 	}
 	c := harness.Condition(big, harness.GateCondition)
+	if harness.Ready(big) == nil {
+		t.Fatalf("the pod over the datapath's limit is Ready, condition %+v", c)
+	}
 	t.Logf("FAILCLOSED limits condition=%s reason=%s after %s: %s", c.Status, c.Reason, ms(time.Since(created)), c.Message)
 	if c.Reason != "ProgrammingFailed" || !strings.Contains(c.Message, "port rules") {
 		t.Errorf("condition reason %q message %q: want ProgrammingFailed naming the port-rule limit", c.Reason, c.Message)
