@@ -47,6 +47,9 @@ const (
 	PolicyConntrack = "conntrack"
 	// PolicyUnknownRule: a rule ID the compiler no longer knows (its policy just changed).
 	PolicyUnknownRule = "unknown-rule"
+	// PolicySourceValidation: the pod sent from an address that is not its own; no
+	// policy was consulted.
+	PolicySourceValidation = "source-validation"
 )
 
 // Record is one line of the policy event log.
@@ -129,16 +132,18 @@ func (l *Logger) Record(e datapath.Event) Record {
 			r.DstNamespace, r.DstPod = k.Namespace, k.Name
 		}
 	}
-	switch e.Rule {
-	case rules.RuleNone:
+	switch {
+	case e.Reason == datapath.ReasonSpoofed:
+		r.Policy = PolicySourceValidation
+	case e.Rule == rules.RuleNone:
 		r.Policy = PolicyDefaultDeny
-	case rules.RuleUnisolated:
+	case e.Rule == rules.RuleUnisolated:
 		r.Policy = PolicyNone
-	case rules.RuleUnprogrammed:
+	case e.Rule == rules.RuleUnprogrammed:
 		r.Policy = PolicyUnprogrammed
-	case rules.RuleHost:
+	case e.Rule == rules.RuleHost:
 		r.Policy = PolicyHost
-	case rules.RuleConntrack:
+	case e.Rule == rules.RuleConntrack:
 		r.Policy = PolicyConntrack
 	default:
 		if ref, ok := l.res.Rule(e.Rule); ok {
