@@ -191,13 +191,14 @@ func TestPrivilegedSpoofing(t *testing.T) {
 			return err
 		}
 		for _, line := range strings.Split(log, "\n") {
-			var ev struct{ Verdict, Reason, SrcIP string }
-			if json.Unmarshal([]byte(line), &ev) == nil && ev.Verdict == "DENY" && ev.Reason == "spoofed" && ev.SrcIP == spoofBlocks[true].addr {
+			var ev struct{ Verdict, Reason, SrcIP, SrcPod, Policy string }
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Verdict == "DENY" && ev.Reason == "spoofed" && ev.SrcIP == spoofBlocks[true].addr &&
+				ev.SrcPod == "attacker" && ev.Policy == "source-validation" {
 				t.Logf("policy event log: %s", line)
 				return nil
 			}
 		}
-		return fmt.Errorf("no DENY event with reason spoofed from %s in the agent log", spoofBlocks[true].addr)
+		return fmt.Errorf("no DENY event with reason spoofed, policy source-validation, from %s sent by pod attacker in the agent log", spoofBlocks[true].addr)
 	}); err != nil {
 		t.Error(err)
 	}
