@@ -45,6 +45,7 @@ type floodResult struct {
 	firstOK      harness.FloodOK
 	hasOK        bool
 	target       *corev1.Pod
+	proberIP     netip.Addr
 }
 
 // forbidden returns every forbidden reception, both directions.
@@ -200,6 +201,7 @@ func (f *flood) collect() floodResult {
 	t.Helper()
 	ctx := ctxFor(t, time.Minute)
 	r := f.r
+	r.proberIP = f.proberIP
 	if r.target == nil || r.target.Status.PodIP == "" {
 		t.Fatal("the target has no IP")
 	}

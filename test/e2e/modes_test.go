@@ -120,8 +120,15 @@ func TestPrivilegedStartupFloodAudit(t *testing.T) {
 		src, dst string
 	}
 	want := map[flow]harness.Recv{}
-	for _, x := range r.forbidden() {
-		want[flow{x.Proto, x.Remote.String(), x.Local.String()}] = x
+	// A UDP socket's local address is the wildcard it listens on: the pod's IP is
+	// where the datagram was going.
+	at := func(x harness.Recv, pod netip.Addr) string { return netip.AddrPortFrom(pod, x.Local.Port()).String() }
+	targetIP, proberIP := netip.MustParseAddr(r.target.Status.PodIP), r.proberIP
+	for _, x := range r.forbiddenIn {
+		want[flow{x.Proto, x.Remote.String(), at(x, targetIP)}] = x
+	}
+	for _, x := range r.forbiddenOut {
+		want[flow{x.Proto, x.Remote.String(), at(x, proberIP)}] = x
 	}
 	var missing []flow
 	err := harness.Eventually(ctx, 20*time.Second, func() error {
