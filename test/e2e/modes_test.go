@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/strictgate/strictgate/test/e2e/harness"
@@ -18,7 +19,7 @@ import (
 // upgrade (the agents roll, the CNI installer re-chains the plugin in audit mode): a
 // connection that default-deny forbids goes through and is logged as AUDIT.
 func TestPrivilegedAuditModeDropsNothing(t *testing.T) {
-	cl, _ := setupWith(t, "audit", nil)
+	cl, _ := setupWith(t, "audit", auditValues)
 	ctx := ctxFor(t, 10*time.Minute)
 	b, err := os.ReadFile(cl.Config.CNIConfDir + "/" + cl.Config.CNIConfFile)
 	if err != nil || !strings.Contains(string(b), `"mode": "audit"`) {
@@ -102,11 +103,15 @@ func TestPrivilegedStartupFloodStandard(t *testing.T) {
 	}
 }
 
+// auditValues: the audit suites count every event, so the event rate limit (which
+// only thins the log; the drop counters stay exact) is off.
+var auditValues = map[string]any{"agent": map[string]any{"policyEventLogs": map[string]any{"rateLimit": 0}}}
+
 // TestPrivilegedStartupFloodAudit (issue 8, suite 2, audit): the same flood in
 // mode=audit drops nothing, and every forbidden flow that reached a socket is in the
 // agent's policy event log as AUDIT with the pods' and the policy's names.
 func TestPrivilegedStartupFloodAudit(t *testing.T) {
-	cl, _ := setupWith(t, "audit", nil)
+	cl, _ := setupWith(t, "audit", auditValues)
 	start := time.Now()
 	r := startupFlood(t, cl, "e2e-flood-audit")
 	if len(r.forbiddenIn) == 0 || len(r.forbiddenOut) == 0 {
@@ -163,8 +168,35 @@ func TestPrivilegedStartupFloodAudit(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("FAILCLOSED audit forbidden_packets_delivered=%d flows=%d flows_without_audit_event=%d", len(r.forbidden()), len(want), len(missing))
+	limited, lost := eventStats(t)
+	t.Logf("FAILCLOSED audit forbidden_packets_delivered=%d flows=%d flows_without_audit_event=%d (kernel: events rate-limited %d, lost %d)",
+		len(r.forbidden()), len(want), len(missing), limited, lost)
 	if err != nil {
 		t.Error(err)
 	}
+}
+
+// eventStats reads the datapath's global counters of events the kernel suppressed
+// (token bucket) and lost (ring buffer full): the agent does not export them.
+func eventStats(t *testing.T) (rateLimited, lost uint64) {
+	t.Helper()
+	m, err := ebpf.LoadPinnedMap(harness.PinRoot+"/maps/sg_stats", &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		t.Logf("open sg_stats: %v", err)
+		return 0, 0
+	}
+	defer m.Close()
+	sum := func(idx uint32) uint64 {
+		var per []uint64
+		if err := m.Lookup(idx, &per); err != nil {
+			t.Logf("read sg_stats[%d]: %v", idx, err)
+		}
+		var n uint64
+		for _, v := range per {
+			n += v
+		}
+		return n
+	}
+	// enum sg_stat in bpf/include/strictgate.h: EVENTS_RATELIMITED = 7, EVENTS_LOST = 8.
+	return sum(7), sum(8)
 }
