@@ -455,7 +455,7 @@ func TestPrivilegedAgentUpgrade(t *testing.T) {
 	st, _ := harness.ContainerStatus(agent, "agent")
 	back := st.State.Running.StartedAt.Time // second precision: N is rounded up to a second at most
 	open, closed := tr.enforcedAfter(back)
-	t.Logf("FAILCLOSED agent-upgrade rollout=%s (helm upgrade to %s); policy changed while no agent ran; enforced after the new agent started: opened=%s closed<=%s",
+	t.Logf("FAILCLOSED agent-upgrade rollout=%s (helm upgrade to %s); policy changed once the old agent was gone; enforced after the new agent started: opened=%s closed<=%s",
 		ms(time.Since(started)), next.Image.Tag, ms(open), ms(closed))
 	if open > time.Minute {
 		t.Errorf("a policy made during the upgrade took %s after the new agent started to be enforced", open)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -100,6 +101,49 @@ func TestPrivilegedStartupFloodStandard(t *testing.T) {
 	}
 	if !r.hasOK {
 		t.Errorf("the allowed flow never succeeded")
+	}
+
+	// The agent is usually faster than the container runtime, so the window above is
+	// often empty. A slow agent (here: away for 5 s while the pod starts, as
+	// TestPrivilegedAgentDownAtPodStart does in strict mode, where 0 gets through)
+	// shows what standard mode lets through meanwhile.
+	f := newFlood(t, cl, "e2e-flood-standard-slow")
+	ctx := ctxFor(t, 5*time.Minute)
+	if err := harness.PauseAgents(ctx, cl.Client); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			if _, _, err := harness.ResumeAgents(context.Background(), cl.Client); err != nil {
+				t.Errorf("resume agents: %v", err)
+				forgetInstall()
+			}
+		}
+	})
+	f.startTarget()
+	f.watchTarget(5*time.Second, nil)
+	resumedAt, _, err := harness.ResumeAgents(ctx, cl.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	if !f.watchTarget(2*time.Minute, nil) {
+		t.Fatal("target not Ready after the agent returned")
+	}
+	time.Sleep(floodAfterReady)
+	r = f.collect()
+	first, last, win := r.window()
+	t.Logf("FAILCLOSED standard-window-slow-agent agent_away=%s forbidden=%d (in %d, out %d) window=%.1fms first=+%.1fms last=+%.1fms gate_seen=+%.1fms after create",
+		ms(resumedAt.Sub(r.created)), len(r.forbidden()), len(r.forbiddenIn), len(r.forbiddenOut), float64(win)/1e6,
+		float64(first.Sub(r.created))/1e6, float64(last.Sub(r.created))/1e6, float64(r.gateSeen.Sub(r.created))/1e6)
+	if len(r.forbidden()) == 0 {
+		t.Errorf("standard mode let nothing through while no agent ran: the pod was not open (unprogrammed-allow) before it was programmed")
+	}
+	for _, x := range r.forbidden() {
+		if x.At.After(r.gateSeen) {
+			t.Errorf("forbidden %s %s → %s delivered at +%s, after the gate was seen True", x.Proto, x.Remote, x.Local, x.At.Sub(r.created))
+		}
 	}
 }
 
