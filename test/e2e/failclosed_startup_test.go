@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -99,10 +100,19 @@ func newFlood(t *testing.T, cl *cluster.Cluster, ns string) *flood {
 	tcp := corev1.ProtocolTCP
 	allowed := intstr.FromInt32(floodAllowedPort)
 	sameNS := []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}
+	// The prober may send to the whole pod range: its shots at addresses no pod has yet
+	// are allowed, not thousands of would-be drops a second in the agent's event log
+	// (which the kubelet rotates at 10 MiB, and the audit suite reads).
+	proberTo := append([]networkingv1.NetworkPolicyPeer{}, sameNS...)
+	for _, c := range []*net.IPNet{cl.PodCIDR, cl.PodCIDRv6} {
+		if c != nil {
+			proberTo = append(proberTo, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: c.String()}})
+		}
+	}
 	policies := []*networkingv1.NetworkPolicy{
 		harness.NetworkPolicy(ns, "prober-open", map[string]string{"app": "prober"},
 			[]networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
-			[]networkingv1.NetworkPolicyIngressRule{{From: sameNS}}, []networkingv1.NetworkPolicyEgressRule{{To: sameNS}}),
+			[]networkingv1.NetworkPolicyIngressRule{{From: sameNS}}, []networkingv1.NetworkPolicyEgressRule{{To: proberTo}}),
 		harness.NetworkPolicy(ns, "target-from-prober", map[string]string{"app": "target"},
 			[]networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 			[]networkingv1.NetworkPolicyIngressRule{{

@@ -180,11 +180,15 @@ func TestPrivilegedStartupFloodAudit(t *testing.T) {
 		want[flow{x.Proto, x.Remote.String(), at(x, proberIP)}] = x
 	}
 	var missing []flow
+	var lastLog string
+	var audits, unnamed int
 	err := harness.Eventually(ctx, 20*time.Second, func() error {
 		log, err := harness.AgentLog(ctx, cl.Client, start)
 		if err != nil {
 			return err
 		}
+		lastLog = log
+		audits, unnamed = 0, 0
 		seen := map[flow]bool{}
 		for _, line := range strings.Split(log, "\n") {
 			var ev struct {
@@ -194,7 +198,9 @@ func TestPrivilegedStartupFloodAudit(t *testing.T) {
 			if json.Unmarshal([]byte(line), &ev) != nil || ev.Verdict != "AUDIT" {
 				continue
 			}
+			audits++
 			if ev.SrcPod == "" || ev.DstPod == "" || ev.Policy == "" {
+				unnamed++
 				continue // counted as missing below: names are part of the promise
 			}
 			src := netip.AddrPortFrom(netip.MustParseAddr(ev.SrcIP).Unmap(), ev.SrcPort).String()
@@ -217,6 +223,8 @@ func TestPrivilegedStartupFloodAudit(t *testing.T) {
 		len(r.forbidden()), len(want), len(missing), limited, lost)
 	if err != nil {
 		t.Error(err)
+		lines := strings.Split(lastLog, "\n")
+		t.Logf("agent log since the start: %d lines, %d AUDIT (%d without names); first lines:\n%s", len(lines), audits, unnamed, strings.Join(lines[:min(len(lines), 15)], "\n"))
 	}
 }
 
