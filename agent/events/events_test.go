@@ -106,7 +106,7 @@ func TestRecord(t *testing.T) {
 // TestRecordSpoofed: a drop by source-address validation names no policy (none was
 // consulted), though its rule is RuleNone like a default-deny drop.
 func TestRecordSpoofed(t *testing.T) {
-	l := events.NewLogger(nil, "node-a", events.ModeAll, res)
+	l := events.NewLogger(nil, "node-a", contract.EventLogAll, res)
 	e := ev(datapath.VerdictDeny, rules.Egress, rules.RuleNone, 13, "192.0.2.7:4300", "10.201.0.2:8080")
 	e.Reason = datapath.ReasonSpoofed
 	got := l.Record(e)

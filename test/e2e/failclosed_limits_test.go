@@ -13,13 +13,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/e2e/harness"
 )
 
 // TestPrivilegedLimitsFailClosed (issue 8, suite 7). Two policies, each within every
 // limit the webhook checks, together give one pod more port rules for one peer than
-// the datapath holds (rules.MaxPortRulesPerEntry): that pod's condition turns False
+// the datapath holds (contract.MaxPortRulesPerEntry): that pod's condition turns False
 // with the reason, the pod stays closed (not even what a policy allows gets in), and
 // the other pods on the node keep working and new ones are programmed. Then the
 // conntrack table is filled with real flows: a forbidden flow still does not open.
@@ -43,7 +43,7 @@ func TestPrivilegedLimitsFailClosed(t *testing.T) {
 	}
 	ingress, egress := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}, []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
 	// Non-adjacent ports, so the compiler cannot merge them into ranges.
-	half := rules.MaxPortRulesPerEntry/2 + 10
+	half := contract.MaxPortRulesPerEntry/2 + 10
 	endPort := int32(8099)
 	p8090 := intstr.FromInt32(8090)
 	policies := []*networkingv1.NetworkPolicy{
@@ -163,8 +163,8 @@ func TestPrivilegedLimitsFailClosed(t *testing.T) {
 	}
 	filled := time.Since(start)
 	entries := conntrackEntries(t)
-	t.Logf("FAILCLOSED limits conntrack_entries=%d of %d after %d new flows in %s", entries, rules.MaxConntrack, fill, ms(filled))
-	if entries < rules.MaxConntrack*3/4 {
+	t.Logf("FAILCLOSED limits conntrack_entries=%d of %d after %d new flows in %s", entries, contract.MaxConntrack, fill, ms(filled))
+	if entries < contract.MaxConntrack*3/4 {
 		t.Errorf("conntrack holds %d entries after %d new allowed flows through two interfaces: the table was not filled", entries, fill)
 	}
 	floodStart := time.Now()
