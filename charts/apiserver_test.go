@@ -168,16 +168,7 @@ func TestRenderedObjectsOnAPIServer(t *testing.T) {
 // (no nodes: nothing runs, which is all this test needs), checks that an upgrade keeps
 // the Helm-generated CA (lookup), and that uninstall leaves no admission objects.
 func TestHelmInstallUpgradeUninstall(t *testing.T) {
-	env := &envtest.Environment{}
-	cfg := controlplane.Start(t, env)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h, err := New(kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, h := helmOnAPIServer(t)
 	c := newClients(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -304,16 +295,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 // the webhook wrote them (neither manifest has those fields), and the chart's RBAC must
 // let the webhook's service account do exactly what rotation does.
 func TestHelmUpgradeKeepsRotatedCertificates(t *testing.T) {
-	env := &envtest.Environment{}
-	cfg := controlplane.Start(t, env)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h, err := New(kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, h := helmOnAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	values := map[string]any{"agent": map[string]any{"cni": map[string]any{"uninstallOnDelete": false}}}
@@ -419,4 +401,20 @@ func clientConfigsOfValidating(ws []admissionregistrationv1.ValidatingWebhook) [
 		out = append(out, w.ClientConfig)
 	}
 	return out
+}
+
+// helmOnAPIServer starts a real API server (no nodes) and a helm that talks to it.
+func helmOnAPIServer(t *testing.T) (*rest.Config, *Helm) {
+	t.Helper()
+	env := &envtest.Environment{}
+	cfg := controlplane.Start(t, env)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, h
 }

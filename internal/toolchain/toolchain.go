@@ -34,9 +34,15 @@ func CacheDir() string {
 
 // Versions reads test/tools/versions.env.
 func Versions() (map[string]string, error) {
-	b, err := os.ReadFile(filepath.Join(RepoRoot(), "test", "tools", "versions.env"))
+	return ReadVersions(filepath.Join(RepoRoot(), "test", "tools", "versions.env"))
+}
+
+// ReadVersions reads a versions.env file: KEY=VALUE lines, # comments, values
+// optionally quoted (the file is also sourced by shell scripts).
+func ReadVersions(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read versions: %w", err)
+		return nil, fmt.Errorf("read component versions: %w", err)
 	}
 	v := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
@@ -45,7 +51,7 @@ func Versions() (map[string]string, error) {
 			continue
 		}
 		if k, val, ok := strings.Cut(line, "="); ok {
-			v[k] = val
+			v[k] = strings.Trim(val, `"'`)
 		}
 	}
 	return v, nil

@@ -13,13 +13,14 @@
 package cluster
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/strictgate/strictgate/internal/toolchain"
 )
 
 // Config says where the cluster lives and how its network looks. DefaultConfig fills
@@ -230,23 +231,7 @@ func isOurs(name string) bool {
 
 // versions reads test/tools/versions.env (KEY=VALUE lines).
 func (c Config) versions() (map[string]string, error) {
-	f, err := os.Open(filepath.Join(c.ToolsDir, "versions.env"))
-	if err != nil {
-		return nil, fmt.Errorf("read component versions: %w", err)
-	}
-	defer f.Close()
-	v := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if k, val, ok := strings.Cut(line, "="); ok {
-			v[k] = strings.Trim(val, `"'`)
-		}
-	}
-	return v, sc.Err()
+	return toolchain.ReadVersions(filepath.Join(c.ToolsDir, "versions.env"))
 }
 
 // binaries maps each binary the cluster runs to its path in the cache, and names the

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strictgate/strictgate/internal/toolchain"
 	"github.com/strictgate/strictgate/test/images"
 )
 
@@ -45,7 +46,7 @@ type Suite struct {
 // Build builds (once; cached in cacheDir keyed by version) the suite binary and agnhost
 // with test/tools/build.sh from toolsDir. Progress and build errors go to out.
 func Build(ctx context.Context, toolsDir, cacheDir string, out io.Writer) (Suite, error) {
-	v, err := readVersions(filepath.Join(toolsDir, "versions.env"))
+	v, err := toolchain.ReadVersions(filepath.Join(toolsDir, "versions.env"))
 	if err != nil {
 		return Suite{}, err
 	}
@@ -143,25 +144,4 @@ func (s Suite) AgnhostImage(dir, ref string) (images.Image, error) {
 func executable(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.Mode()&0o111 != 0
-}
-
-// readVersions reads test/tools/versions.env (KEY=VALUE lines).
-func readVersions(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read component versions: %w", err)
-	}
-	defer f.Close()
-	v := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if k, val, ok := strings.Cut(line, "="); ok {
-			v[k] = strings.Trim(val, `"'`)
-		}
-	}
-	return v, sc.Err()
 }
