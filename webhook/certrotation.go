@@ -162,20 +162,16 @@ func setupCertRotation(mgr manager.Manager, ns, certDir string, c CertRotationCo
 	configs := webhookConfigs{mutating: c.MutatingWebhookConfiguration, validating: c.ValidatingWebhookConfiguration}
 	inj := &caInjector{client: mgr.GetClient(), secret: key, configs: configs}
 	notLeader := false // on every replica, like the rotator; merging is idempotent
-	if err := builder.ControllerManagedBy(mgr).Named("strictgate-ca-injector").
+	if err := watchConfigs(builder.ControllerManagedBy(mgr).Named("strictgate-ca-injector").
 		WithOptions(controller.Options{NeedLeaderElection: &notLeader}).
-		For(&corev1.Secret{}, builder.WithPredicates(ours)).
-		Watches(&admissionregistrationv1.MutatingWebhookConfiguration{}, toSecret, builder.WithPredicates(ours)).
-		Watches(&admissionregistrationv1.ValidatingWebhookConfiguration{}, toSecret, builder.WithPredicates(ours)).
+		For(&corev1.Secret{}, builder.WithPredicates(ours)), configs, toSecret, ours).
 		Complete(inj); err != nil {
 		return fmt.Errorf("set up caBundle injector: %w", err)
 	}
 	sync := &certSyncer{client: mgr.GetClient(), secret: key, configs: configs, dir: certDir, delay: c.PropagationDelay}
-	if err := builder.ControllerManagedBy(mgr).Named("strictgate-cert-sync").
+	if err := watchConfigs(builder.ControllerManagedBy(mgr).Named("strictgate-cert-sync").
 		WithOptions(controller.Options{NeedLeaderElection: &notLeader}).
-		For(&corev1.Secret{}, builder.WithPredicates(ours)).
-		Watches(&admissionregistrationv1.MutatingWebhookConfiguration{}, toSecret, builder.WithPredicates(ours)).
-		Watches(&admissionregistrationv1.ValidatingWebhookConfiguration{}, toSecret, builder.WithPredicates(ours)).
+		For(&corev1.Secret{}, builder.WithPredicates(ours)), configs, toSecret, ours).
 		Complete(sync); err != nil {
 		return fmt.Errorf("set up certificate sync: %w", err)
 	}
@@ -193,6 +189,19 @@ func rotatorName() string {
 }
 
 var rotators atomic.Int64
+
+// watchConfigs adds watches of the named configurations only: a kind with no name is
+// not watched at all (RBAC grants nothing on it, e.g. no MutatingWebhookConfiguration
+// when the gate comes from a MutatingAdmissionPolicy).
+func watchConfigs(b *builder.Builder, w webhookConfigs, h handler.EventHandler, p predicate.Predicate) *builder.Builder {
+	if w.mutating != "" {
+		b = b.Watches(&admissionregistrationv1.MutatingWebhookConfiguration{}, h, builder.WithPredicates(p))
+	}
+	if w.validating != "" {
+		b = b.Watches(&admissionregistrationv1.ValidatingWebhookConfiguration{}, h, builder.WithPredicates(p))
+	}
+	return b
+}
 
 // webhookConfigs names the configurations whose caBundles matter.
 type webhookConfigs struct{ mutating, validating string }

@@ -84,8 +84,12 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 			Namespaces: map[string]cache.Config{cfg.Namespace: {}},
 			Field:      fields.OneTermEqualSelector("metadata.name", r.Secret),
 		}
-		byObject[&admissionregistrationv1.MutatingWebhookConfiguration{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", r.MutatingWebhookConfiguration)}
-		byObject[&admissionregistrationv1.ValidatingWebhookConfiguration{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", r.ValidatingWebhookConfiguration)}
+		if r.MutatingWebhookConfiguration != "" {
+			byObject[&admissionregistrationv1.MutatingWebhookConfiguration{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", r.MutatingWebhookConfiguration)}
+		}
+		if r.ValidatingWebhookConfiguration != "" {
+			byObject[&admissionregistrationv1.ValidatingWebhookConfiguration{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", r.ValidatingWebhookConfiguration)}
+		}
 	}
 	lease, renew, retry := cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
