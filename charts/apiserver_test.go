@@ -79,6 +79,7 @@ func TestRenderedObjectsOnAPIServer(t *testing.T) {
 		{"cert-manager with a ClusterIssuer, standard mode (dry run)", map[string]any{"mode": "standard", "certManager": map[string]any{"enabled": true, "issuerRef": map[string]any{"kind": "ClusterIssuer", "name": "corp-ca", "group": "cert-manager.io"}}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}}, true},
 		{"audit, warn-only guard (dry run)", map[string]any{"mode": "audit", "gateGuard": map[string]any{"validationActions": []any{"Warn"}}}, true},
 		{"excluded namespaces (dry run)", map[string]any{"enforcement": map[string]any{"excludedNamespaces": []any{"monitoring"}}}, true},
+		{"gate by MutatingAdmissionPolicy (dry run)", map[string]any{"gate": map[string]any{"injection": "policy"}}, true},
 		{"plain enforcer with a namespace selector (dry run)", map[string]any{"enforcement": map[string]any{"defaultDeny": false, "namespaceSelector": map[string]any{
 			"matchLabels": map[string]any{"tier": "prod"}, "matchExpressions": []any{map[string]any{"key": "env", "operator": "Exists"}}}}}, true},
 		// Last and for real: the objects must also be readable back as created.
@@ -177,8 +178,9 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	// so uninstall would wait for it in vain. The e2e suite checks that hook for real.
 	noHook := map[string]any{"agent": map[string]any{"cni": map[string]any{"uninstallOnDelete": false}},
 		// Helm's lookup of its own certificate is what this test checks; the webhook's
-		// rotation is TestHelmUpgradeKeepsRotatedCertificates'.
-		"selfSignedCert": map[string]any{"rotate": false}}
+		// rotation (and the gate policy auto picks on this API server) is
+		// TestHelmUpgradeKeepsRotatedCertificates'.
+		"selfSignedCert": map[string]any{"rotate": false}, "gate": map[string]any{"injection": "webhook"}}
 	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, noHook); err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	} else if !strings.Contains(string(out), "rollout status") {
@@ -217,7 +219,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 
 	// An upgrade that changes something else keeps the certificate and the caBundles.
 	// A guard that only warns is said at install, not installed silently weaker.
-	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}, "agent": noHook["agent"], "selfSignedCert": noHook["selfSignedCert"],
+	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, map[string]any{"webhook": map[string]any{"replicas": 3}, "agent": noHook["agent"], "selfSignedCert": noHook["selfSignedCert"], "gate": noHook["gate"],
 		"gateGuard": map[string]any{"validationActions": []any{"Warn"}}}); err != nil {
 		t.Fatalf("helm upgrade: %v\n%s", err, out)
 	} else if !strings.Contains(string(out), "WARNING: the gate guard is in Warn mode only") {
@@ -311,15 +313,25 @@ func TestHelmUpgradeKeepsRotatedCertificates(t *testing.T) {
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + testNamespace, "system:authenticated"},
 	}
 	sa := kubernetes.NewForConfigOrDie(saCfg)
-	byName := metav1.ListOptions{FieldSelector: "metadata.name=strictgate-webhook"}
-	if _, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, byName); err != nil {
-		t.Fatalf("list the mutating configuration by name: %v", err)
+	// This API server serves MutatingAdmissionPolicy: gate.injection=auto installs the
+	// policy and registers no pod mutator, so only the validating configuration's
+	// caBundle is the webhook's to keep.
+	c := kubernetes.NewForConfigOrDie(cfg)
+	if _, err := c.AdmissionregistrationV1().MutatingAdmissionPolicies().Get(ctx, "strictgate-readiness-gate", metav1.GetOptions{}); err != nil {
+		t.Fatalf("auto did not install the gate policy on a server that serves it: %v", err)
 	}
+	if _, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{}); err == nil {
+		t.Error("the pod mutator is registered beside the gate policy")
+	}
+	byName := metav1.ListOptions{FieldSelector: "metadata.name=strictgate-webhook"}
 	if _, err := sa.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, byName); err != nil {
 		t.Fatalf("list the validating configuration by name: %v", err)
 	}
-	if _, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{}); err == nil {
-		t.Error("the webhook may list every MutatingWebhookConfiguration; want only its own")
+	if _, err := sa.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{}); err == nil {
+		t.Error("the webhook may list every ValidatingWebhookConfiguration; want only its own")
+	}
+	if _, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, byName); err == nil {
+		t.Error("the webhook may read MutatingWebhookConfigurations although none is its own")
 	}
 	if _, err := sa.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{}); err == nil {
 		t.Error("the webhook may list Secrets outside its namespace")
@@ -334,16 +346,6 @@ func TestHelmUpgradeKeepsRotatedCertificates(t *testing.T) {
 		t.Fatalf("update the rotated Secret: %v", err)
 	}
 	bundle := []byte("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
-	mw, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range mw.Webhooks {
-		mw.Webhooks[i].ClientConfig.CABundle = bundle
-	}
-	if _, err := sa.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mw, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("inject the caBundle: %v", err)
-	}
 	vw, err := sa.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -359,7 +361,6 @@ func TestHelmUpgradeKeepsRotatedCertificates(t *testing.T) {
 	if out, err := h.Upgrade(ctx, "strictgate", testNamespace, values); err != nil {
 		t.Fatalf("helm upgrade: %v\n%s", err, out)
 	}
-	c := kubernetes.NewForConfigOrDie(cfg)
 	after, err := c.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-cert", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -369,15 +370,11 @@ func TestHelmUpgradeKeepsRotatedCertificates(t *testing.T) {
 			t.Errorf("helm upgrade changed the rotated Secret's %s", k)
 		}
 	}
-	mw, err = c.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	vw, err = c.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cc := range append(clientConfigsOf(mw.Webhooks), clientConfigsOfValidating(vw.Webhooks)...) {
+	for _, cc := range clientConfigsOfValidating(vw.Webhooks) {
 		if string(cc.CABundle) != string(bundle) {
 			t.Error("helm upgrade removed or changed the injected caBundle")
 		}
@@ -385,14 +382,6 @@ func TestHelmUpgradeKeepsRotatedCertificates(t *testing.T) {
 	if out, err := h.Uninstall(ctx, "strictgate", testNamespace); err != nil {
 		t.Fatalf("helm uninstall: %v\n%s", err, out)
 	}
-}
-
-func clientConfigsOf(ws []admissionregistrationv1.MutatingWebhook) []admissionregistrationv1.WebhookClientConfig {
-	var out []admissionregistrationv1.WebhookClientConfig
-	for _, w := range ws {
-		out = append(out, w.ClientConfig)
-	}
-	return out
 }
 
 func clientConfigsOfValidating(ws []admissionregistrationv1.ValidatingWebhook) []admissionregistrationv1.WebhookClientConfig {

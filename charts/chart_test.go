@@ -580,6 +580,34 @@ func TestValueSets(t *testing.T) {
 			},
 		},
 		{
+			name: "gate by MutatingAdmissionPolicy: no pod mutator, no mutating configuration to keep", release: "strictgate",
+			values: map[string]any{"gate": map[string]any{"injection": "policy"}},
+			check: func(t *testing.T, r *rendered) {
+				if n := len(r.byKind("MutatingWebhookConfiguration")); n != 0 {
+					t.Errorf("%d MutatingWebhookConfigurations beside the gate policy", n)
+				}
+				b := one[admissionregistrationv1.MutatingAdmissionPolicyBinding](r, "MutatingAdmissionPolicyBinding", "strictgate-readiness-gate")
+				p := one[admissionregistrationv1.MutatingAdmissionPolicy](r, "MutatingAdmissionPolicy", "strictgate-readiness-gate")
+				if b.Spec.PolicyName != p.Name {
+					t.Errorf("binding names %q, policy is %q", b.Spec.PolicyName, p.Name)
+				}
+				assertExcludes(t, b.Spec.MatchResources.NamespaceSelector, "kube-system", "kube-public", "kube-node-lease", testNamespace)
+				if *p.Spec.FailurePolicy != admissionregistrationv1.Fail {
+					t.Errorf("policy failurePolicy %s, want Fail", *p.Spec.FailurePolicy)
+				}
+				args := onlyContainer(t, one[appsv1.Deployment](r, "Deployment", "strictgate-webhook").Spec.Template.Spec.Containers).Args
+				if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--mutating-webhook-configuration") }) {
+					t.Errorf("webhook args %v name a mutating configuration that is not rendered", args)
+				}
+				assertRBAC(t, one[rbacv1.ClusterRole](r, "ClusterRole", "strictgate-webhook-cert").Rules, []string{
+					"admissionregistration.k8s.io/validatingwebhookconfigurations get strictgate-webhook",
+					"admissionregistration.k8s.io/validatingwebhookconfigurations list strictgate-webhook",
+					"admissionregistration.k8s.io/validatingwebhookconfigurations watch strictgate-webhook",
+					"admissionregistration.k8s.io/validatingwebhookconfigurations update strictgate-webhook",
+				})
+			},
+		},
+		{
 			name: "cert-manager", release: "strictgate",
 			values: map[string]any{"certManager": map[string]any{"enabled": true}},
 			check: func(t *testing.T, r *rendered) {

@@ -232,3 +232,14 @@ objects instead of keeping a second copy of their text.
 {{- include "strictgate.componentName" (list . "hygiene-rules") }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether the readiness gate is injected by the MutatingAdmissionPolicy
+(files/gate-injector.yaml) instead of the webhook's pod mutator (gate.injection).
+*/}}
+{{- define "strictgate.gatePolicy" -}}
+{{- $mode := .Values.gate.injection }}
+{{- if eq $mode "policy" }}true
+{{- else if and (eq $mode "auto") (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy") }}true
+{{- end }}
+{{- end }}
