@@ -24,6 +24,7 @@ func TestGatePolicyOnAPIServer(t *testing.T) {
 	defer cancel()
 	r := render(t, "strictgate", map[string]any{
 		"gate":        map[string]any{"injection": "policy"},
+		"webhook":     map[string]any{"admission": map[string]any{"pods": map[string]any{"objectSelector": map[string]any{"matchExpressions": []any{map[string]any{"key": "skip-gate", "operator": "DoesNotExist"}}}}}},
 		"enforcement": map[string]any{"namespaceSelector": map[string]any{"matchExpressions": []any{map[string]any{"key": "tier", "operator": "NotIn", "values": []any{"legacy"}}}}},
 	})
 	if n := len(r.byKind("MutatingWebhookConfiguration")); n != 0 {
@@ -49,12 +50,15 @@ func TestGatePolicyOnAPIServer(t *testing.T) {
 	}
 	ours := corev1.PodReadinessGate{ConditionType: contract.ConditionType}
 	other := corev1.PodReadinessGate{ConditionType: "example.com/other"}
-	admit := func(ns string, gates []corev1.PodReadinessGate, hostNet bool) []string {
+	admit := func(ns string, gates []corev1.PodReadinessGate, hostNet bool, labels ...string) []string {
 		t.Helper()
 		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "p-"},
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "p-", Labels: map[string]string{}},
 			Spec: corev1.PodSpec{ReadinessGates: gates, HostNetwork: hostNet,
 				Containers: []corev1.Container{{Name: "c", Image: "registry.invalid/x:1"}}},
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			p.Labels[labels[i]] = labels[i+1]
 		}
 		out, err := c.kube.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
@@ -79,20 +83,22 @@ func TestGatePolicyOnAPIServer(t *testing.T) {
 		ns      string
 		gates   []corev1.PodReadinessGate
 		hostNet bool
+		labels  []string
 		want    []string
 	}{
-		{"no gates", "shop", nil, false, []string{contract.ConditionType}},
-		{"empty gate list", "shop", []corev1.PodReadinessGate{}, false, []string{contract.ConditionType}},
-		{"other gate kept first", "shop", []corev1.PodReadinessGate{other}, false, []string{"example.com/other", contract.ConditionType}},
-		{"already gated", "shop", []corev1.PodReadinessGate{other, ours}, false, []string{"example.com/other", contract.ConditionType}},
-		{"host network", "shop", nil, true, nil},
-		{"opted out", "optout", nil, false, nil},
-		{"outside the namespace selector", "old", nil, false, nil},
-		{"own namespace", testNamespace, nil, false, nil},
-		{"kube-system", "kube-system", nil, false, nil},
+		{"no gates", "shop", nil, false, nil, []string{contract.ConditionType}},
+		{"empty gate list", "shop", []corev1.PodReadinessGate{}, false, nil, []string{contract.ConditionType}},
+		{"other gate kept first", "shop", []corev1.PodReadinessGate{other}, false, nil, []string{"example.com/other", contract.ConditionType}},
+		{"already gated", "shop", []corev1.PodReadinessGate{other, ours}, false, nil, []string{"example.com/other", contract.ConditionType}},
+		{"host network", "shop", nil, true, nil, nil},
+		{"outside the pod objectSelector", "shop", nil, false, []string{"skip-gate", "yes"}, nil},
+		{"opted out", "optout", nil, false, nil, nil},
+		{"outside the namespace selector", "old", nil, false, nil, nil},
+		{"own namespace", testNamespace, nil, false, nil, nil},
+		{"kube-system", "kube-system", nil, false, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := admit(tc.ns, tc.gates, tc.hostNet); !slices.Equal(got, tc.want) {
+			if got := admit(tc.ns, tc.gates, tc.hostNet, tc.labels...); !slices.Equal(got, tc.want) {
 				t.Fatalf("readiness gates %v, want %v", got, tc.want)
 			}
 		})
