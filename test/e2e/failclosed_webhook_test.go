@@ -56,7 +56,10 @@ func scaleWebhook(ctx context.Context, t *testing.T, cl *cluster.Cluster, n int)
 // programmed again. With failurePolicy Ignore a pod is admitted ungated and the
 // datapath still holds it to its namespace's default-deny.
 func TestPrivilegedWebhookOutage(t *testing.T) {
-	cl, _ := setup(t)
+	// A to C are about the webhook's pod mutator (gate.injection=webhook, the only way
+	// before Kubernetes 1.36); D about the MutatingAdmissionPolicy auto picks here.
+	byWebhook := map[string]any{"gate": map[string]any{"injection": "webhook"}}
+	cl, _ := setupWith(t, "strict", byWebhook)
 	const ns = "e2e-webhook-out"
 	namespace(t, cl, ns, nil)
 	waitDefaultDeny(t, cl, ns)
@@ -175,7 +178,7 @@ func TestPrivilegedWebhookOutage(t *testing.T) {
 	recovered("black-holed", "after-blackhole")
 
 	// C: failurePolicy Ignore: admitted without the gate, still closed by the datapath.
-	cl, _ = setupWith(t, "strict", map[string]any{"webhook": map[string]any{"admission": map[string]any{"pods": map[string]any{"failurePolicy": "Ignore"}}}})
+	cl, _ = setupWith(t, "strict", map[string]any{"gate": byWebhook["gate"], "webhook": map[string]any{"admission": map[string]any{"pods": map[string]any{"failurePolicy": "Ignore"}}}})
 	scaleWebhook(ctx, t, cl, 0)
 	startPod(t, cl, ns, "ungated", map[string]string{"app": "ungated"})
 	ungated := waitReady(t, cl, ns, "ungated")
@@ -191,4 +194,33 @@ func TestPrivilegedWebhookOutage(t *testing.T) {
 		t.Errorf("a pod admitted ungated while the webhook was down is open: default-deny not enforced by the datapath")
 	}
 	enforcing("ignore")
+
+	// D: the gate by MutatingAdmissionPolicy (the chart's default on this 1.37 cluster):
+	// no webhook is in the pod's path, so with the webhook gone pods are still created,
+	// gated, programmed and Ready; only NetworkPolicy hygiene waits for the webhook.
+	cl, _ = setupWith(t, "strict", nil)
+	if _, err := cl.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{}); err == nil {
+		t.Fatal("the default install registers the pod mutator on a cluster that serves MutatingAdmissionPolicy")
+	}
+	scaleWebhook(ctx, t, cl, 0)
+	start := time.Now()
+	startPod(t, cl, ns, "by-policy", map[string]string{"app": "by-policy"})
+	p := waitReady(t, cl, ns, "by-policy")
+	if !harness.HasGate(p) {
+		t.Fatal("webhook down, gate by policy: the pod was created without the readiness gate")
+	}
+	t.Logf("FAILCLOSED webhook-outage policy: pod created, gated and Ready %s with no webhook running", ms(time.Since(start)))
+	np := harness.NetworkPolicy(ns, "during-outage-policy", map[string]string{"app": "x"}, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}, nil, nil)
+	if _, err := cl.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{}); err == nil {
+		t.Error("gate by policy, webhook down: a NetworkPolicy was admitted without its hygiene check")
+	}
+	_, connErr, err = harness.Connect(ctx, cl, ns, "client", "tcp", p.Status.PodIP+":8080", connTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if connErr == nil {
+		t.Error("a pod gated by the policy while the webhook was down is open: default-deny not enforced")
+	}
+	scaleWebhook(ctx, t, cl, 2)
+	enforcing("policy")
 }

@@ -79,7 +79,15 @@ func TestPrivilegedHelmInstall(t *testing.T) {
 	t.Logf("image %s: build+import %s, helm install --wait %s", in.Image.Ref, in.BuildTook.Round(time.Millisecond), in.HelmTook.Round(time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := cl.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{}); err != nil {
+	// This cluster (1.37) serves MutatingAdmissionPolicy: the chart's gate.injection=auto
+	// gates pods with it and registers no pod mutator.
+	if _, err := cl.Client.AdmissionregistrationV1().MutatingAdmissionPolicies().Get(ctx, "strictgate-readiness-gate", metav1.GetOptions{}); err != nil {
+		t.Error(err)
+	}
+	if _, err := cl.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{}); err == nil {
+		t.Error("the pod mutator is registered beside the gate policy")
+	}
+	if _, err := cl.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "strictgate-webhook", metav1.GetOptions{}); err != nil {
 		t.Error(err)
 	}
 	if _, err := cl.Client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, "strictgate-gate-guard", metav1.GetOptions{}); err != nil {

@@ -44,8 +44,13 @@ func TestPrivilegedHelmUninstallLeavesNoWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(mw.Items) + len(vw.Items) + len(vap.Items); n != 0 {
-		t.Errorf("after helm uninstall: %d mutating, %d validating webhook configurations, %d admission policies remain", len(mw.Items), len(vw.Items), len(vap.Items))
+	mapol, err := cl.Client.AdmissionregistrationV1().MutatingAdmissionPolicies().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mw.Items) + len(vw.Items) + len(vap.Items) + len(mapol.Items); n != 0 {
+		t.Errorf("after helm uninstall: %d mutating, %d validating webhook configurations, %d validating and %d mutating admission policies remain",
+			len(mw.Items), len(vw.Items), len(vap.Items), len(mapol.Items))
 	}
 	if err := harness.Eventually(ctx, 2*time.Minute, func() error {
 		pods, err := cl.Client.CoreV1().Pods(harness.Namespace).List(ctx, metav1.ListOptions{})
