@@ -334,18 +334,7 @@ func TestPrivilegedAgentDownAtPodStart(t *testing.T) {
 	cl, _ := setup(t)
 	f := newFlood(t, cl, "e2e-agent-down")
 	ctx := ctxFor(t, 10*time.Minute)
-	if err := harness.PauseAgents(ctx, cl.Client); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	t.Cleanup(func() {
-		if !resumed {
-			if _, _, err := harness.ResumeAgents(context.Background(), cl.Client); err != nil {
-				t.Errorf("resume agents: %v", err)
-				forgetInstall()
-			}
-		}
-	})
+	resume := pauseAgents(t, ctx, cl)
 	f.startTarget()
 	const down = 15 * time.Second
 	if f.watchTarget(down, func(p *corev1.Pod) error {
@@ -361,11 +350,7 @@ func TestPrivilegedAgentDownAtPodStart(t *testing.T) {
 	for _, x := range append(r.forbidden(), r.allowedIn...) {
 		t.Errorf("with no agent: %s %s → %s delivered at +%s", x.Proto, x.Remote, x.Local, x.At.Sub(r.created))
 	}
-	resumedAt, back, err := harness.ResumeAgents(ctx, cl.Client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resumed = true
+	resumedAt, back := resume()
 	if !f.watchTarget(2*time.Minute, nil) {
 		t.Fatalf("target not Ready within 2m of the agent's return: %+v", f.r.target.Status.Conditions)
 	}
@@ -461,4 +446,32 @@ func TestPrivilegedAgentUpgrade(t *testing.T) {
 		t.Errorf("a policy made during the upgrade took %s after the new agent started to be enforced", open)
 	}
 	tr.check("agent-upgrade", changed)
+}
+
+// pauseAgents keeps the agent off the node (harness.PauseAgents) until the returned
+// resume is called, which reports when the agent was let back and when it ran again. A
+// test that ends before resuming lets the agent back in its cleanup.
+func pauseAgents(t *testing.T, ctx context.Context, cl *cluster.Cluster) (resume func() (resumedAt, running time.Time)) {
+	t.Helper()
+	if err := harness.PauseAgents(ctx, cl.Client); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			if _, _, err := harness.ResumeAgents(context.Background(), cl.Client); err != nil {
+				t.Errorf("resume agents: %v", err)
+				forgetInstall()
+			}
+		}
+	})
+	return func() (time.Time, time.Time) {
+		t.Helper()
+		at, running, err := harness.ResumeAgents(ctx, cl.Client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resumed = true
+		return at, running
+	}
 }

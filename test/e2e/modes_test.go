@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -109,25 +108,10 @@ func TestPrivilegedStartupFloodStandard(t *testing.T) {
 	// shows what standard mode lets through meanwhile.
 	f := newFlood(t, cl, "e2e-flood-standard-slow")
 	ctx := ctxFor(t, 5*time.Minute)
-	if err := harness.PauseAgents(ctx, cl.Client); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	t.Cleanup(func() {
-		if !resumed {
-			if _, _, err := harness.ResumeAgents(context.Background(), cl.Client); err != nil {
-				t.Errorf("resume agents: %v", err)
-				forgetInstall()
-			}
-		}
-	})
+	resume := pauseAgents(t, ctx, cl)
 	f.startTarget()
 	f.watchTarget(5*time.Second, nil)
-	resumedAt, _, err := harness.ResumeAgents(ctx, cl.Client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resumed = true
+	resumedAt, _ := resume()
 	if !f.watchTarget(2*time.Minute, nil) {
 		t.Fatal("target not Ready after the agent returned")
 	}
