@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/strictgate/strictgate/test/controlplane"
 )
@@ -188,6 +190,18 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	} else if strings.Contains(string(out), "WARNING: the gate guard") {
 		t.Errorf("default install warns about the gate guard:\n%s", out)
 	}
+	// The chart's crds/ installed the ClusterNetworkPolicy CRD: a v1beta1 object is
+	// stored and served as v1alpha2 too (both versions, as upstream publishes them).
+	cnps := cnpclient.NewForConfigOrDie(cfg)
+	probe := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "chart-crd-probe"},
+		Spec: cnpv1beta1.ClusterNetworkPolicySpec{Tier: cnpv1beta1.BaselineTier, Priority: 7,
+			Subject: cnpv1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{}}}}
+	if _, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Create(ctx, probe, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create a v1beta1 ClusterNetworkPolicy after helm install (chart crds/): %v", err)
+	}
+	if got, err := cnps.PolicyV1alpha2().ClusterNetworkPolicies().Get(ctx, probe.Name, metav1.GetOptions{}); err != nil || got.Spec.Priority != 7 {
+		t.Fatalf("read it back as v1alpha2: %v %+v", err, got)
+	}
 	sec1, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -289,6 +303,10 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	}
 	if _, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("webhook TLS Secret after uninstall: %v", err)
+	}
+	// Helm never deletes crds/ (that would delete every user's ClusterNetworkPolicy).
+	if _, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Get(ctx, probe.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("ClusterNetworkPolicy after helm uninstall: %v (the CRD must stay)", err)
 	}
 }
 

@@ -382,6 +382,7 @@ func TestDefaults(t *testing.T) {
 			"/pods/status patch",
 			"networking.k8s.io/networkpolicies get", "networking.k8s.io/networkpolicies list", "networking.k8s.io/networkpolicies watch",
 			"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch",
+			"policy.networking.k8s.io/clusternetworkpolicies get", "policy.networking.k8s.io/clusternetworkpolicies list", "policy.networking.k8s.io/clusternetworkpolicies watch",
 			"/events create", "/events patch", // Events on pods, in their namespaces
 		})
 		assertRBAC(t, one[rbacv1.ClusterRole](r, "ClusterRole", "strictgate-gate-setter").Rules, []string{
