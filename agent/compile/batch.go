@@ -115,7 +115,7 @@ func (b *batch) ruleAddrs(polNS string, d rules.Direction, r *ruleInfo) *ruleAdd
 
 // podRules computes both directions of a pod.
 func (b *batch) podRules(p *podInfo) *rules.PodRules {
-	return &rules.PodRules{Ingress: b.dirRules(p, rules.Ingress), Egress: b.dirRules(p, rules.Egress)}
+	return &rules.PodRules{Ingress: b.tiered(p, rules.Ingress), Egress: b.tiered(p, rules.Egress)}
 }
 
 func (b *batch) dirRules(p *podInfo, d rules.Direction) rules.DirectionRules {
@@ -149,6 +149,9 @@ func (b *batch) dirRules(p *podInfo, d rules.Direction) rules.DirectionRules {
 		return dr
 	}
 	dr := rules.DirectionRules{State: rules.StateIsolated, Entries: b.flatten(p, d, pols)}
+	if d == rules.Egress {
+		dr.Entries = b.addServices(dr.Entries)
+	}
 	b.memo[string(k)] = dr
 	return dr
 }
@@ -181,11 +184,12 @@ func (b *batch) flatten(p *podInfo, d rules.Direction, pols []*policyInfo) []rul
 			}
 		}
 	}
-	entries := f.entries()
-	if d == rules.Egress {
-		entries = b.addServices(entries)
-	}
-	return entries
+	return f.entries()
+}
+
+// npEntries are a direction's NetworkPolicy entries before Services are added.
+func (b *batch) npEntries(p *podInfo, d rules.Direction) []rules.Entry {
+	return b.flatten(p, d, b.c.selecting(p, d))
 }
 
 func appendResolved(ports []rules.PortRule, r *ruleInfo, p *podInfo) []rules.PortRule {

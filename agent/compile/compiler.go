@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
 	"github.com/strictgate/strictgate/agent/rules"
 )
 
@@ -41,6 +43,8 @@ type Compiler struct {
 	// addrs caches the addresses each rule's peers select, across updates; a change
 	// that can alter a rule's selection deletes its entry.
 	addrs map[*ruleInfo]*ruleAddrs
+	cnps  map[string]*cnpInfo  // ClusterNetworkPolicies by name
+	nodes map[string]*nodeInfo // Nodes, for ClusterNetworkPolicy nodes peers
 	// svcs caches the Service targets for ServiceAt until the next change.
 	svcs []svcTarget
 }
@@ -97,6 +101,8 @@ func New(opts Options) *Compiler {
 		out:         map[types.NamespacedName]*rules.PodRules{},
 		dirty:       map[types.NamespacedName]struct{}{},
 		addrs:       map[*ruleInfo]*ruleAddrs{},
+		cnps:        map[string]*cnpInfo{},
+		nodes:       map[string]*nodeInfo{},
 	}
 }
 
@@ -107,6 +113,10 @@ type State struct {
 	Policies       []*networkingv1.NetworkPolicy
 	Services       []*corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
+	// ClusterNetworkPolicies (v1beta1; convert v1alpha2 objects, same schema) and the
+	// Nodes their nodes peers select.
+	ClusterNetworkPolicies []*cnpv1beta1.ClusterNetworkPolicy
+	Nodes                  []*corev1.Node
 }
 
 // Build compiles a whole state at once (faster than one Upsert per object). Invalid
@@ -143,6 +153,16 @@ func Build(s State, opts Options) (*Compiler, error) {
 			return nil, err
 		}
 		c.setSlice(si.key, si)
+	}
+	for _, n := range s.Nodes {
+		c.nodes[n.Name] = newNodeInfo(n)
+	}
+	for _, cnp := range s.ClusterNetworkPolicies {
+		ci, err := newCNPInfo(cnp)
+		if err != nil {
+			return nil, err
+		}
+		c.setCNP(cnp.Name, ci)
 	}
 	c.Recompute()
 	return c, nil
@@ -340,6 +360,9 @@ func (c *Compiler) changeNamespace(name string, l map[string]string, present boo
 		}
 	}
 	nw := c.nsLabels(name)
+	if !labelsEqual(old, nw) {
+		c.dirtyCNP() // subjects and peers select by namespace labels
+	}
 	if labelsEqual(old, nw) || c.nsPods[name] == nil {
 		return // no pods there: no peer changed
 	}
@@ -412,6 +435,7 @@ func (c *Compiler) changePod(key types.NamespacedName, p *podInfo) {
 		return
 	}
 	c.dirty[key] = struct{}{}
+	c.dirtyCNP()
 	if old == nil || p == nil || !old.samePeer(p) {
 		// With the same addresses and ports, only a change in which selectors match
 		// matters; otherwise anything that matches either version does.
@@ -700,6 +724,9 @@ func Validate(obj any) error {
 		_, err = newSvcInfo(o)
 	case *discoveryv1.EndpointSlice:
 		_, err = newSliceInfo(o)
+	case *cnpv1beta1.ClusterNetworkPolicy:
+		_, err = newCNPInfo(o)
+	case *corev1.Node:
 	default:
 		err = fmt.Errorf("unsupported object %T: %w", obj, ErrInvalid)
 	}
@@ -723,6 +750,9 @@ func (c *Compiler) Dump(w io.Writer) error {
 				}
 				fmt.Fprintf(bw, " by %s", strings.Join(names, ", "))
 			}
+			if tiers := c.SelectingClusterPolicies(k, d); len(tiers) > 0 {
+				fmt.Fprintf(bw, " tiers %s", strings.Join(tiers, ", "))
+			}
 			bw.WriteString("\n")
 			for _, e := range dr.Entries {
 				fmt.Fprintf(bw, "    %-20s", e.Prefix)
@@ -742,6 +772,11 @@ func (c *Compiler) Dump(w io.Writer) error {
 					ref := fmt.Sprintf("rule#%d", p.Rule)
 					if rr, ok := c.table.byID[p.Rule]; ok {
 						ref = fmt.Sprintf("%s %s[%d]", rr.Policy, rr.Direction, rr.Index)
+						if rr.Tier != "" {
+							ref = fmt.Sprintf("%s/%s %s[%d] %s", rr.Tier, rr.Policy.Name, rr.Direction, rr.Index, rr.Action)
+						}
+					} else if p.Rule == rules.RuleUnisolated {
+						ref = "default"
 					}
 					fmt.Fprintf(bw, " %s/%s (%s)", p.Protocol, ports, ref)
 				}

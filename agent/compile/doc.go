@@ -34,6 +34,31 @@
 // that an earlier rule (in rules.ComparePortRules order) covers are dropped, since the
 // first matching rule decides.
 //
+// # Tiers (ClusterNetworkPolicy, policy.networking.k8s.io/v1beta1)
+//
+// A direction of a pod that the subject of any ClusterNetworkPolicy with rules in that
+// direction selects is isolated in the datapath's sense, and its allow-only entries
+// are computed exactly: every prefix in play (the NetworkPolicy entries, every CNP
+// peer's pod/node /32 or /128 and network, 0.0.0.0/0, ::/0) is a candidate entry; on
+// the addresses a prefix owns every rule's address match is constant, so the port
+// space of TCP, UDP and SCTP is cut at every rule's range boundaries and each piece
+// evaluated once: Admin rules in (priority, policy name, position) order, first match
+// decides (Accept allows, Deny drops, Pass goes on); then NetworkPolicy if it isolates
+// the pod in that direction; else Baseline rules the same way (Pass = the default);
+// else allowed. Same-priority policies are ordered by name (the API leaves ties to the
+// implementation). Allowed pieces become port rules naming the deciding rule
+// (RuleRef.Tier/Name/Action for CNP rules; rules.RuleUnisolated for the default).
+// Protocols without ports are one class, matched only by rules without protocols;
+// where TCP/UDP/SCTP are partly denied it is written as ICMP (ICMPv6) only, so other
+// protocols (GRE, ESP, ...) are then dropped — fail closed, a documented limit.
+// destinationNamedPort resolves like NetworkPolicy named ports (ingress: the subject
+// pod; egress: each peer pod; never a node or network). nodes peers select the
+// InternalIP and ExternalIP addresses of Nodes (UpsertNode). A peer the compiler cannot
+// read (domainNames, an unknown field) fails closed as the API says: an Accept matches
+// nothing, a Deny or Pass matches everything. Services are judged by their backends
+// through all tiers. While any ClusterNetworkPolicy exists, every pod, namespace and
+// node change recomputes all pods (exact; cost grows with the cluster).
+//
 // # Services
 //
 // The datapath's egress hook on the client's host-side interface sees a Service's

@@ -188,10 +188,28 @@ type RuleRef struct {
 	Direction rules.Direction
 	// Index is the rule's position in the policy's spec.ingress or spec.egress.
 	Index int
+	// Tier, Name and Action are set for ClusterNetworkPolicy rules (Policy then has no
+	// namespace): TierAdmin or TierBaseline, the rule's name, Accept/Deny/Pass.
+	Tier, Name, Action string
 }
 
 func (r RuleRef) String() string {
+	if r.Tier != "" {
+		name := ""
+		if r.Name != "" {
+			name = " (" + r.Name + ")"
+		}
+		return fmt.Sprintf("%s ClusterNetworkPolicy %s %s rule %d%s %s", r.Tier, r.Policy.Name, r.Direction, r.Index, name, r.Action)
+	}
 	return fmt.Sprintf("%s %s rule %d", r.Policy, r.Direction, r.Index)
+}
+
+// TierOf is the tier a rule belongs to: TierNetworkPolicy for NetworkPolicy rules.
+func (r RuleRef) TierOf() string {
+	if r.Tier == "" {
+		return TierNetworkPolicy
+	}
+	return r.Tier
 }
 
 // PolicyTypes returns the policy's types with the API server's inference applied:

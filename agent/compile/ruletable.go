@@ -29,6 +29,10 @@ func hashRef(r RuleRef) rules.RuleID {
 	h.Write([]byte(r.Policy.Name))
 	h.Write([]byte{0, byte(r.Direction), 0})
 	h.Write([]byte(strconv.Itoa(r.Index)))
+	if r.Tier != "" { // NetworkPolicy IDs stay what they were before tiers existed
+		h.Write([]byte{0})
+		h.Write([]byte(r.Tier + "\x00" + r.Name + "\x00" + r.Action))
+	}
 	return rules.RuleID(h.Sum32()%maxRuleID) + 1 // 1..maxRuleID: never RuleNone or reserved
 }
 

@@ -13,6 +13,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Cluster is a set of objects; it converts to compile.State.
@@ -22,6 +23,9 @@ type Cluster struct {
 	Policies       []*networkingv1.NetworkPolicy
 	Services       []*corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
+	// ClusterNetworkPolicies and Nodes (RandTieredCluster only).
+	ClusterNetworkPolicies []*cnpv1beta1.ClusterNetworkPolicy
+	Nodes                  []*corev1.Node
 }
 
 var (
@@ -284,4 +288,121 @@ func Remotes(s Cluster) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// NodeAddrs are the addresses of RandTieredCluster's nodes (all in Remotes).
+var NodeAddrs = [][]string{{"10.0.1.200"}, {"192.168.1.1", "fd00::1:99"}}
+
+// RandTieredCluster is RandCluster plus nodes and up to four ClusterNetworkPolicies
+// (both tiers, colliding priorities, every action, every peer kind and protocol form).
+func RandTieredCluster(r *rand.Rand) Cluster {
+	s := RandCluster(r)
+	for i, addrs := range NodeAddrs {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node-%d", i+1), Labels: RandLabels(r)}}
+		for _, a := range addrs {
+			n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
+		}
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: n.Name})
+		s.Nodes = append(s.Nodes, n)
+	}
+	for i := range 1 + r.IntN(4) {
+		s.ClusterNetworkPolicies = append(s.ClusterNetworkPolicies, RandCNP(r, i))
+	}
+	return s
+}
+
+var actions = []cnpv1beta1.ClusterNetworkPolicyRuleAction{cnpv1beta1.ClusterNetworkPolicyRuleActionAccept, cnpv1beta1.ClusterNetworkPolicyRuleActionDeny, cnpv1beta1.ClusterNetworkPolicyRuleActionPass}
+
+func randCNPPort(r *rand.Rand) *cnpv1beta1.Port {
+	switch r.IntN(3) {
+	case 0:
+		return nil
+	case 1:
+		return &cnpv1beta1.Port{Number: int32(TestPorts[r.IntN(len(TestPorts))])}
+	}
+	a, b := TestPorts[r.IntN(len(TestPorts))], TestPorts[r.IntN(len(TestPorts))]
+	if a > b {
+		a, b = b, a
+	}
+	if a == b {
+		b++
+	}
+	return &cnpv1beta1.Port{Range: &cnpv1beta1.PortRange{Start: int32(a), End: int32(b)}}
+}
+
+func randProtocols(r *rand.Rand, named bool) []cnpv1beta1.ClusterNetworkPolicyProtocol {
+	var out []cnpv1beta1.ClusterNetworkPolicyProtocol
+	for range r.IntN(3) {
+		var p cnpv1beta1.ClusterNetworkPolicyProtocol
+		switch r.IntN(4) {
+		case 0:
+			p.TCP = &cnpv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: randCNPPort(r)}
+		case 1:
+			p.UDP = &cnpv1beta1.ClusterNetworkPolicyProtocolUDP{DestinationPort: randCNPPort(r)}
+		case 2:
+			p.SCTP = &cnpv1beta1.ClusterNetworkPolicyProtocolSCTP{DestinationPort: randCNPPort(r)}
+		default:
+			if !named {
+				p.TCP = &cnpv1beta1.ClusterNetworkPolicyProtocolTCP{}
+			} else {
+				p.DestinationNamedPort = namedPorts[r.IntN(len(namedPorts))].Name
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func randNamespacedPod(r *rand.Rand) *cnpv1beta1.NamespacedPod {
+	return &cnpv1beta1.NamespacedPod{NamespaceSelector: *randSelector(r), PodSelector: *randSelector(r)}
+}
+
+// RandCNP is a random ClusterNetworkPolicy; priorities collide on purpose.
+func RandCNP(r *rand.Rand, i int) *cnpv1beta1.ClusterNetworkPolicy {
+	c := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cnp-%d", i)}}
+	c.Spec.Tier = []cnpv1beta1.Tier{cnpv1beta1.AdminTier, cnpv1beta1.BaselineTier}[r.IntN(2)]
+	c.Spec.Priority = int32(r.IntN(3))
+	if r.IntN(2) == 0 {
+		c.Spec.Subject.Namespaces = randSelector(r)
+	} else {
+		c.Spec.Subject.Pods = randNamespacedPod(r)
+	}
+	for j := range r.IntN(3) {
+		rule := cnpv1beta1.ClusterNetworkPolicyIngressRule{Name: fmt.Sprintf("in-%d", j), Action: actions[r.IntN(3)]}
+		for range 1 + r.IntN(2) {
+			if r.IntN(2) == 0 {
+				rule.From = append(rule.From, cnpv1beta1.ClusterNetworkPolicyIngressPeer{Namespaces: randSelector(r)})
+			} else {
+				rule.From = append(rule.From, cnpv1beta1.ClusterNetworkPolicyIngressPeer{Pods: randNamespacedPod(r)})
+			}
+		}
+		rule.Protocols = randProtocols(r, true)
+		c.Spec.Ingress = append(c.Spec.Ingress, rule)
+	}
+	for j := range r.IntN(3) {
+		rule := cnpv1beta1.ClusterNetworkPolicyEgressRule{Name: fmt.Sprintf("out-%d", j), Action: actions[r.IntN(3)]}
+		podsOnly := true
+		for range 1 + r.IntN(2) {
+			switch r.IntN(4) {
+			case 0:
+				rule.To = append(rule.To, cnpv1beta1.ClusterNetworkPolicyEgressPeer{Namespaces: randSelector(r)})
+			case 1:
+				rule.To = append(rule.To, cnpv1beta1.ClusterNetworkPolicyEgressPeer{Pods: randNamespacedPod(r)})
+			case 2:
+				podsOnly = false
+				rule.To = append(rule.To, cnpv1beta1.ClusterNetworkPolicyEgressPeer{Nodes: randSelector(r)})
+			default:
+				podsOnly = false
+				var nets []cnpv1beta1.CIDR
+				for range 1 + r.IntN(2) {
+					nets = append(nets, cnpv1beta1.CIDR(cidrs[r.IntN(len(cidrs))]))
+				}
+				rule.To = append(rule.To, cnpv1beta1.ClusterNetworkPolicyEgressPeer{Networks: nets})
+			}
+		}
+		// destinationNamedPort only with pod peers (the API forbids it with nodes and networks).
+		rule.Protocols = randProtocols(r, podsOnly)
+		c.Spec.Egress = append(c.Spec.Egress, rule)
+	}
+	return c
 }

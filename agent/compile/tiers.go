@@ -1,0 +1,214 @@
+package compile
+
+import (
+	"net/netip"
+	"slices"
+
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
+	"github.com/strictgate/strictgate/agent/rules"
+)
+
+// tiered folds the Admin tier, the pod's NetworkPolicy rules and the Baseline tier into
+// one allow-only rule set (see doc.go, "Tiers"). A direction no ClusterNetworkPolicy
+// selects is exactly NetworkPolicy's.
+func (b *batch) tiered(p *podInfo, d rules.Direction) rules.DirectionRules {
+	admin, baseline := b.c.tierRules(p, d)
+	if len(admin) == 0 && len(baseline) == 0 {
+		return b.dirRules(p, d)
+	}
+	var np []rules.Entry
+	isolated := len(b.c.selecting(p, d)) > 0
+	if isolated {
+		np = b.npEntries(p, d)
+	}
+	var am, bm []cnpMatch
+	for _, r := range admin {
+		am = append(am, b.c.match(p, d, r))
+	}
+	for _, r := range baseline {
+		bm = append(bm, b.c.match(p, d, r))
+	}
+	entries := compose(np, isolated, am, bm)
+	if d == rules.Egress {
+		entries = b.addServices(entries)
+	}
+	return rules.DirectionRules{State: rules.StateIsolated, Entries: entries}
+}
+
+// region is the set of addresses an LPM prefix owns among all the prefixes in play: a
+// rule item's prefix either contains all of it or none of it, so a verdict is a
+// function of (protocol, port) alone there.
+func covers(items []cnpItem, q netip.Prefix, proto rules.Protocol, port uint16) bool {
+	for _, it := range items {
+		if containsPrefix(it.prefix, q) {
+			for _, pr := range it.ports {
+				if pr.Matches(proto, port) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// owner is the longest entry of np that contains q.
+func owner(np []rules.Entry, q netip.Prefix) *rules.Entry {
+	var best *rules.Entry
+	for i := range np {
+		if containsPrefix(np[i].Prefix, q) && (best == nil || np[i].Prefix.Bits() > best.Prefix.Bits()) {
+			best = &np[i]
+		}
+	}
+	return best
+}
+
+// verdict evaluates one packet class (addresses q owns, proto, port) through the tiers.
+func verdict(q netip.Prefix, proto rules.Protocol, port uint16, np *rules.Entry, isolated bool, admin, baseline []cnpMatch) (bool, rules.RuleID) {
+admin:
+	for _, m := range admin {
+		if !covers(m.items, q, proto, port) {
+			continue
+		}
+		switch m.r.action {
+		case cnpv1beta1.ClusterNetworkPolicyRuleActionAccept:
+			return true, m.r.id
+		case cnpv1beta1.ClusterNetworkPolicyRuleActionDeny:
+			return false, rules.RuleNone
+		}
+		break admin // Pass: on to NetworkPolicy
+	}
+	if isolated {
+		if np != nil {
+			for _, pr := range np.Ports {
+				if pr.Matches(proto, port) {
+					return true, pr.Rule
+				}
+			}
+		}
+		return false, rules.RuleNone
+	}
+	for _, m := range baseline {
+		if !covers(m.items, q, proto, port) {
+			continue
+		}
+		if m.r.action == cnpv1beta1.ClusterNetworkPolicyRuleActionDeny {
+			return false, rules.RuleNone
+		}
+		return true, m.r.id // Accept, or Pass to the default: allowed, named by the rule
+	}
+	return true, rules.RuleUnisolated
+}
+
+// portProtos are the protocols with ports; every other protocol (ICMP, ICMPv6, ...)
+// is one class, matched only by rules without protocols.
+var portProtos = []rules.Protocol{rules.ProtocolTCP, rules.ProtocolUDP, rules.ProtocolSCTP}
+
+// compose computes the allow-only entries of a direction with tiers. Every prefix in
+// play is a candidate entry; for each, the ports are partitioned at every rule's range
+// boundaries and each piece evaluated once with verdict.
+func compose(np []rules.Entry, isolated bool, admin, baseline []cnpMatch) []rules.Entry {
+	prefixes := []netip.Prefix{all4, all6}
+	var cuts [256][]uint32 // per protocol: starts of port pieces
+	addCuts := func(ps []rules.PortRule) {
+		for _, pr := range ps {
+			targets := portProtos
+			if pr.Protocol != rules.ProtocolAny {
+				targets = []rules.Protocol{pr.Protocol}
+			}
+			for _, t := range targets {
+				cuts[t] = append(cuts[t], uint32(pr.First), uint32(pr.Last)+1)
+			}
+		}
+	}
+	for _, e := range np {
+		prefixes = append(prefixes, e.Prefix)
+		addCuts(e.Ports)
+	}
+	for _, ms := range [][]cnpMatch{admin, baseline} {
+		for _, m := range ms {
+			for _, it := range m.items {
+				prefixes = append(prefixes, it.prefix)
+				addCuts(it.ports)
+			}
+		}
+	}
+	slices.SortFunc(prefixes, comparePrefix)
+	prefixes = slices.Compact(prefixes)
+	for _, t := range portProtos {
+		cuts[t] = append(cuts[t], 0)
+		slices.Sort(cuts[t])
+		cuts[t] = slices.Compact(cuts[t])
+	}
+
+	var out []rules.Entry
+	var stack []struct {
+		prefix netip.Prefix
+		out    int
+	}
+	for _, q := range prefixes {
+		o := owner(np, q)
+		var ports []rules.PortRule
+		allPorts := true // every port of every port protocol allowed by one rule
+		var firstID rules.RuleID
+		haveFirst := false
+		for _, t := range portProtos {
+			cs := cuts[t]
+			for i, start := range cs {
+				if start > 65535 {
+					break
+				}
+				end := uint32(65535)
+				if i+1 < len(cs) && cs[i+1]-1 < end {
+					end = cs[i+1] - 1
+				}
+				ok, id := verdict(q, t, uint16(start), o, isolated, admin, baseline)
+				if !ok {
+					allPorts = false
+					continue
+				}
+				if !haveFirst {
+					firstID, haveFirst = id, true
+				} else if id != firstID {
+					allPorts = false
+				}
+				ports = append(ports, rules.PortRule{Protocol: t, First: uint16(start), Last: uint16(end), Rule: id})
+			}
+		}
+		// The other protocols: a rule without protocols is the only kind that matches.
+		other := rules.ProtocolICMP
+		if !q.Addr().Is4() {
+			other = rules.ProtocolICMPv6
+		}
+		if ok, id := verdict(q, other, 0, o, isolated, admin, baseline); ok {
+			if allPorts && haveFirst && id == firstID {
+				ports = []rules.PortRule{{Protocol: rules.ProtocolAny, First: 0, Last: 65535, Rule: id}}
+			} else {
+				// Allow-only rules cannot say "any protocol but the TCP ports denied
+				// above": ICMP (ICMPv6) is named, other protocols stay closed.
+				ports = append(ports, rules.PortRule{Protocol: other, First: 0, Last: 65535, Rule: id})
+			}
+		}
+		ports = normalizePorts(ports)
+		for len(stack) > 0 && !containsPrefix(stack[len(stack)-1].prefix, q) {
+			stack = stack[:len(stack)-1]
+		}
+		parent := -1
+		for k := len(stack) - 1; k >= 0; k-- {
+			if stack[k].out >= 0 {
+				parent = stack[k].out
+				break
+			}
+		}
+		idx := -1
+		if !((parent >= 0 && slices.Equal(out[parent].Ports, ports)) || (parent < 0 && len(ports) == 0)) {
+			idx = len(out)
+			out = append(out, rules.Entry{Prefix: q, Ports: ports})
+		}
+		stack = append(stack, struct {
+			prefix netip.Prefix
+			out    int
+		}{q, idx})
+	}
+	return out
+}
