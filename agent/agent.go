@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/strictgate/strictgate/agent/compile"
 	"github.com/strictgate/strictgate/agent/gate"
@@ -101,6 +102,9 @@ type Deps struct {
 	// interfaces); they are added to the Node object's addresses.
 	HostAddrs func() ([]netip.Addr, error)
 	Log       logr.Logger
+	// ClusterPolicies, if set, is the network-policy-api client the agent follows
+	// ClusterNetworkPolicies with (nil: NetworkPolicy only).
+	ClusterPolicies cnpclient.Interface
 }
 
 // podState is what the agent knows about one local pod.
@@ -146,6 +150,7 @@ type Agent struct {
 	svcLister  corelisters.ServiceLister
 	esLister   discoverylisters.EndpointSliceLister
 	nodeLister corelisters.NodeLister
+	cnp        *clusterPolicies // nil without Deps.ClusterPolicies
 
 	queue workqueue.TypedRateLimitingInterface[types.NamespacedName]
 
@@ -201,6 +206,12 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 			),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "strictgate-agent"},
 		),
+	}
+	if a.cfg.CRDPollPeriod <= 0 {
+		a.cfg.CRDPollPeriod = defaultCRDPollPeriod
+	}
+	if deps.ClusterPolicies != nil {
+		a.cnp = &clusterPolicies{client: deps.ClusterPolicies, started: make(chan struct{})}
 	}
 	a.m = newMetrics(a)
 	if deps.Registerer != nil {
@@ -271,6 +282,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("sync %v cache: %w", typ, ctx.Err())
 		}
 	}
+	if err := a.startClusterPolicies(ctx); err != nil {
+		return err
+	}
 	if err := a.build(); err != nil {
 		return err
 	}
@@ -321,6 +335,9 @@ func (a *Agent) build() error {
 		return err
 	}
 	if s.EndpointSlices, err = a.esLister.List(labels.Everything()); err != nil {
+		return err
+	}
+	if s.ClusterNetworkPolicies, s.Nodes, err = a.clusterState(); err != nil {
 		return err
 	}
 	// Under the lock: handlers that fire meanwhile wait and then apply their change.

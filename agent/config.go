@@ -32,6 +32,9 @@ type Config struct {
 	PinRoot string
 	// ResyncPeriod is how often every local pod is checked against the kernel.
 	ResyncPeriod time.Duration
+	// CRDPollPeriod is how often an agent started without the ClusterNetworkPolicy CRD
+	// looks for it again (0: 30s).
+	CRDPollPeriod time.Duration
 	// Workers reconcile pods in parallel.
 	Workers int
 	// AllowHost lets traffic with the node's own addresses pass (kubelet probes).
@@ -99,6 +102,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.EventRate, "event-rate", c.EventRate, "maximum kernel events per second on this node (0: unlimited)")
 	fs.StringVar(&c.PinRoot, "pin-root", c.PinRoot, "bpffs directory of the datapath's pinned maps and links")
 	fs.DurationVar(&c.ResyncPeriod, "resync-period", c.ResyncPeriod, "how often every local pod is verified against the kernel")
+	fs.DurationVar(&c.CRDPollPeriod, "crd-poll-period", c.CRDPollPeriod, "how often to look for the ClusterNetworkPolicy CRD while it is not installed (0: 30s)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "pods reconciled in parallel")
 	fs.BoolVar(&c.AllowHost, "allow-host", c.AllowHost, "let traffic between pods and their node's own addresses pass (kubelet probes)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "strictgate's own namespace, never enforced (give the webhook's --namespace; env POD_NAMESPACE)")

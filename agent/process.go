@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/events"
@@ -93,7 +94,11 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rec, stopEvents := NewEventRecorder(ctx, cs, cfg.NodeName)
 	defer stopEvents()
-	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp, cfg.Mode == contract.ModeAudit), Events: rec, Registerer: reg, Log: log})
+	cnps, err := cnpclient.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	a, err := New(cfg, Deps{Client: cs, Datapath: NewDatapath(dp, cfg.Mode == contract.ModeAudit), Events: rec, Registerer: reg, Log: log, ClusterPolicies: cnps})
 	if err != nil {
 		return err
 	}

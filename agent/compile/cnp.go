@@ -365,7 +365,11 @@ func (c *Compiler) DeleteClusterNetworkPolicy(name string) []types.NamespacedNam
 
 // UpsertNode adds or updates a Node (its labels and addresses, for nodes peers).
 func (c *Compiler) UpsertNode(n *corev1.Node) []types.NamespacedName {
-	c.nodes[n.Name] = newNodeInfo(n)
+	ni := newNodeInfo(n)
+	if old := c.nodes[n.Name]; old != nil && labelsEqual(old.labels, ni.labels) && slices.Equal(old.addrs, ni.addrs) {
+		return nil // status heartbeats change nothing a peer selects
+	}
+	c.nodes[n.Name] = ni
 	c.dirtyCNP()
 	return c.flush()
 }

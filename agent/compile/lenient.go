@@ -39,5 +39,13 @@ func BuildLenient(s State, opts Options, skip func(kind string, key types.Namesp
 			skip("EndpointSlice", types.NamespacedName{Namespace: es.Namespace, Name: es.Name}, err)
 		}
 	}
+	for _, n := range s.Nodes {
+		c.UpsertNode(n)
+	}
+	for _, cnp := range s.ClusterNetworkPolicies {
+		if _, err := c.UpsertClusterNetworkPolicy(cnp); err != nil {
+			skip("ClusterNetworkPolicy", types.NamespacedName{Name: cnp.Name}, err)
+		}
+	}
 	return c
 }
