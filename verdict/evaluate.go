@@ -92,6 +92,12 @@ type Outcome struct {
 	Rule *RuleOut `json:"rule,omitempty"`
 	// IsolatedBy lists the policies selecting the pod for this direction.
 	IsolatedBy []string `json:"isolated_by"`
+	// Tier decided it: Admin or Baseline (a ClusterNetworkPolicy rule), NetworkPolicy,
+	// or empty (unisolated, host).
+	Tier string `json:"tier,omitempty"`
+	// ClusterPolicies lists "Tier/name" of the ClusterNetworkPolicies that apply to the
+	// pod in this direction, in evaluation order.
+	ClusterPolicies []string `json:"cluster_policies,omitempty"`
 
 	remote   netip.Addr
 	id       rules.RuleID
@@ -101,11 +107,23 @@ type Outcome struct {
 	protocol rules.Protocol
 }
 
-// RuleOut names a rule: spec.<direction>[index] of a policy.
+// RuleOut names a rule: spec.<direction>[index] of a policy. For a
+// ClusterNetworkPolicy rule Policy is the policy's name and Tier, Name (the rule's
+// name) and Action (Accept, Deny, Pass) are set.
 type RuleOut struct {
 	Policy    string `json:"policy"`
 	Direction string `json:"direction"`
 	Index     int    `json:"index"`
+	Tier      string `json:"tier,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Action    string `json:"action,omitempty"`
+}
+
+func ruleOut(ref compile.RuleRef) (*RuleOut, string) {
+	if ref.Tier != "" {
+		return &RuleOut{Policy: ref.Policy.Name, Direction: ref.Direction.String(), Index: ref.Index, Tier: ref.Tier, Name: ref.Name, Action: ref.Action}, ref.Tier + "/" + ref.Policy.Name
+	}
+	return &RuleOut{Policy: ref.Policy.String(), Direction: ref.Direction.String(), Index: ref.Index}, ref.Policy.String()
 }
 
 // BackendOut is one backend of a Service flow.
@@ -269,22 +287,37 @@ func (e *Evaluator) judge(ctx context.Context, pod types.NamespacedName, podIP n
 	for _, p := range e.C.SelectingPolicies(pod, d) {
 		o.IsolatedBy = append(o.IsolatedBy, p.String())
 	}
+	o.ClusterPolicies = e.C.SelectingClusterPolicies(pod, d)
 	switch {
 	case id == rules.RuleHost:
 		o.Reason = "host"
 	case id == rules.RuleUnisolated:
 		o.Reason = "unisolated"
 	case v == rules.Deny:
+		// The datapath names only what it allows; a tier Deny is found per packet.
+		if ref, ok := e.C.TierDecision(pod, d, remote, proto, port); ok && ref.Action == "Deny" {
+			o.Reason = "deny-rule"
+			var name string
+			o.Rule, name = ruleOut(ref)
+			o.Policies = []string{name}
+			o.Tier = ref.Tier
+			break
+		}
 		o.Reason = "no-rule"
 		o.Policies = o.IsolatedBy
+		if len(o.IsolatedBy) > 0 {
+			o.Tier = compile.TierNetworkPolicy
+		}
 	default:
 		ref, ok := e.C.Rule(id)
 		if !ok {
 			return nil, fmt.Errorf("judge %s at %s: engine returned unknown rule %d", d, pod, id)
 		}
 		o.Reason = "rule"
-		o.Policies = []string{ref.Policy.String()}
-		o.Rule = &RuleOut{Policy: ref.Policy.String(), Direction: ref.Direction.String(), Index: ref.Index}
+		var name string
+		o.Rule, name = ruleOut(ref)
+		o.Policies = []string{name}
+		o.Tier = ref.TierOf()
 	}
 	return o, nil
 }

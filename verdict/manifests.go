@@ -24,6 +24,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/strictgate/strictgate/agent/compile"
 )
@@ -51,8 +52,8 @@ func (m *Manifests) Origin(kind, namespace, name string) string {
 
 // Load reads manifests from files and directories (recursively: *.yaml, *.yml, *.json).
 // A file may hold several documents (YAML `---`, or concatenated JSON values) and
-// `kind: List` objects. Kinds other than Namespace, Pod, NetworkPolicy, Service and
-// EndpointSlice are skipped and reported through warn (if not nil). Any malformed
+// `kind: List` objects. Kinds other than Namespace, Pod, NetworkPolicy, Service,
+// EndpointSlice, Node and ClusterNetworkPolicy (v1beta1 or v1alpha2) are skipped and reported through warn (if not nil). Any malformed
 // document is an error naming its file and line; nothing is returned then.
 func Load(paths []string, warn func(string)) (*Manifests, error) {
 	m := &Manifests{origin: map[string]string{}}
@@ -234,13 +235,21 @@ func (m *Manifests) addObject(where string, obj any, warn func(string)) error {
 		target = &corev1.Service{}
 	case "discovery.k8s.io/v1 EndpointSlice":
 		target = &discoveryv1.EndpointSlice{}
+	case "v1 Node":
+		target = &corev1.Node{}
+	// v1alpha2 has v1beta1's schema (network-policy-api v0.3.0 serves both): read into
+	// the one type the compiler takes.
+	case "policy.networking.k8s.io/v1beta1 ClusterNetworkPolicy", "policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy":
+		target = &cnpv1beta1.ClusterNetworkPolicy{}
 	default:
 		switch tm.Kind {
-		case "Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice":
+		case "ClusterNetworkPolicy":
+			return fmt.Errorf("%s: %s %s: unsupported apiVersion (want policy.networking.k8s.io/v1beta1 or v1alpha2)", where, tm.Kind, tm.APIVersion)
+		case "Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice", "Node":
 			return fmt.Errorf("%s: %s %s: unsupported apiVersion (want v1, networking.k8s.io/v1 or discovery.k8s.io/v1)", where, tm.Kind, tm.APIVersion)
 		}
 		if warn != nil {
-			warn(fmt.Sprintf("%s: skipping %s %s (only Namespace, Pod, NetworkPolicy, Service and EndpointSlice matter)", where, tm.APIVersion, tm.Kind))
+			warn(fmt.Sprintf("%s: skipping %s %s (only Namespace, Pod, NetworkPolicy, Service, EndpointSlice, Node and ClusterNetworkPolicy matter)", where, tm.APIVersion, tm.Kind))
 		}
 		return nil
 	}
@@ -253,10 +262,13 @@ func (m *Manifests) addObject(where string, obj any, warn func(string)) error {
 	if meta.Name == "" {
 		return fmt.Errorf("%s: %s without metadata.name", where, tm.Kind)
 	}
-	if _, isNS := target.(*corev1.Namespace); isNS {
+	switch target.(type) {
+	case *corev1.Namespace, *corev1.Node, *cnpv1beta1.ClusterNetworkPolicy: // cluster-scoped
 		meta.Namespace = ""
-	} else if meta.Namespace == "" {
-		meta.Namespace = metav1.NamespaceDefault
+	default:
+		if meta.Namespace == "" {
+			meta.Namespace = metav1.NamespaceDefault
+		}
 	}
 	applyDefaults(target)
 	if err := compile.Validate(target); err != nil {
@@ -278,6 +290,10 @@ func (m *Manifests) addObject(where string, obj any, warn func(string)) error {
 		m.State.Services = append(m.State.Services, o)
 	case *discoveryv1.EndpointSlice:
 		m.State.EndpointSlices = append(m.State.EndpointSlices, o)
+	case *corev1.Node:
+		m.State.Nodes = append(m.State.Nodes, o)
+	case *cnpv1beta1.ClusterNetworkPolicy:
+		m.State.ClusterNetworkPolicies = append(m.State.ClusterNetworkPolicies, o)
 	}
 	return nil
 }
@@ -300,6 +316,10 @@ func objectMeta(obj any) *metav1.ObjectMeta {
 	case *corev1.Service:
 		return &o.ObjectMeta
 	case *discoveryv1.EndpointSlice:
+		return &o.ObjectMeta
+	case *corev1.Node:
+		return &o.ObjectMeta
+	case *cnpv1beta1.ClusterNetworkPolicy:
 		return &o.ObjectMeta
 	}
 	panic(fmt.Sprintf("objectMeta of %T", obj))

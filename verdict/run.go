@@ -235,11 +235,22 @@ func (e *Evaluator) outcomeText(o *Outcome, remote string) string {
 		}
 		return fmt.Sprintf("allowed: %s is the pod's own node, which the datapath always lets through (kubelet probes)", o.remote)
 	case "unisolated":
+		if len(o.ClusterPolicies) > 0 {
+			return fmt.Sprintf("allowed: no NetworkPolicy selects %s for %s and no rule of %s matches, so the default (allow) applies", o.Pod, o.dir, strings.Join(o.ClusterPolicies, ", "))
+		}
 		return fmt.Sprintf("allowed: no NetworkPolicy selects %s for %s, so it is not isolated", o.Pod, o.dir)
-	case "rule":
+	case "rule", "deny-rule":
 		list := "spec.ingress"
 		if o.Rule.Direction == rules.Egress.String() {
 			list = "spec.egress"
+		}
+		if o.Rule.Tier != "" {
+			verb := map[string]string{"Accept": "allowed", "Deny": "denied", "Pass": "allowed (Pass to the default)"}[o.Rule.Action]
+			name := ""
+			if o.Rule.Name != "" {
+				name = fmt.Sprintf(" %q", o.Rule.Name)
+			}
+			return fmt.Sprintf("%s by %s-tier ClusterNetworkPolicy %s rule%s (%s[%d], %s), which matches %s on %s", verb, o.Rule.Tier, o.Rule.Policy, name, list, o.Rule.Index, o.Rule.Action, o.remote, what)
 		}
 		return fmt.Sprintf("allowed by %s rule %d (%s[%d]), which admits %s on %s", o.Rule.Policy, o.Rule.Index, list, o.Rule.Index, o.remote, what)
 	}

@@ -438,3 +438,35 @@ func (c *Compiler) SelectingClusterPolicies(pod types.NamespacedName, d rules.Di
 	}
 	return out
 }
+
+// TierDecision says which ClusterNetworkPolicy rule, if any, decides a packet of pod
+// in direction d with remote, proto and port: the first matching Admin rule (Accept,
+// Deny or Pass), or, when no NetworkPolicy isolates the pod there and the Admin tier
+// passed or did not match, the first matching Baseline rule. false: no tier rule
+// decided (NetworkPolicy or the default did). It evaluates the rules directly, per
+// packet, for tools that must name a Deny (the datapath names only what it allows).
+func (c *Compiler) TierDecision(pod types.NamespacedName, d rules.Direction, remote netip.Addr, proto rules.Protocol, port uint16) (RuleRef, bool) {
+	p := c.pods[pod]
+	if p == nil || !c.target(p) {
+		return RuleRef{}, false
+	}
+	q := hostPrefix(remote.Unmap())
+	admin, baseline := c.tierRules(p, d)
+	for _, r := range admin {
+		if covers(c.match(p, d, r).items, q, proto, port) {
+			if r.action == cnpv1beta1.ClusterNetworkPolicyRuleActionPass && len(c.selecting(p, d)) == 0 {
+				break // on to NetworkPolicy, which does not isolate: the Baseline decides
+			}
+			return r.ref, true
+		}
+	}
+	if len(c.selecting(p, d)) > 0 {
+		return RuleRef{}, false
+	}
+	for _, r := range baseline {
+		if covers(c.match(p, d, r).items, q, proto, port) {
+			return r.ref, true
+		}
+	}
+	return RuleRef{}, false
+}

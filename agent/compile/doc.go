@@ -49,7 +49,7 @@
 // implementation). Allowed pieces become port rules naming the deciding rule
 // (RuleRef.Tier/Name/Action for CNP rules; rules.RuleUnisolated for the default).
 // Protocols without ports are one class, matched only by rules without protocols;
-// where TCP/UDP/SCTP are partly denied it is written as ICMP (ICMPv6) only, so other
+// where TCP/UDP/SCTP are partly denied it is written as ICMP and ICMPv6 only, so other
 // protocols (GRE, ESP, ...) are then dropped — fail closed, a documented limit.
 // destinationNamedPort resolves like NetworkPolicy named ports (ingress: the subject
 // pod; egress: each peer pod; never a node or network). nodes peers select the

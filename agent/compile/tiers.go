@@ -176,17 +176,15 @@ func compose(np []rules.Entry, isolated bool, admin, baseline []cnpMatch) []rule
 			}
 		}
 		// The other protocols: a rule without protocols is the only kind that matches.
-		other := rules.ProtocolICMP
-		if !q.Addr().Is4() {
-			other = rules.ProtocolICMPv6
-		}
-		if ok, id := verdict(q, other, 0, o, isolated, admin, baseline); ok {
+		if ok, id := verdict(q, rules.ProtocolICMP, 0, o, isolated, admin, baseline); ok {
 			if allPorts && haveFirst && id == firstID {
 				ports = []rules.PortRule{{Protocol: rules.ProtocolAny, First: 0, Last: 65535, Rule: id}}
 			} else {
 				// Allow-only rules cannot say "any protocol but the TCP ports denied
-				// above": ICMP (ICMPv6) is named, other protocols stay closed.
-				ports = append(ports, rules.PortRule{Protocol: other, First: 0, Last: 65535, Rule: id})
+				// above": ICMP and ICMPv6 are named (both: the class is allowed, and
+				// tools name ICMP for either family), other protocols stay closed.
+				ports = append(ports, rules.PortRule{Protocol: rules.ProtocolICMP, First: 0, Last: 65535, Rule: id},
+					rules.PortRule{Protocol: rules.ProtocolICMPv6, First: 0, Last: 65535, Rule: id})
 			}
 		}
 		ports = normalizePorts(ports)

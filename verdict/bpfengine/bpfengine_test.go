@@ -27,8 +27,14 @@ func TestPrivilegedEnginesAgree(t *testing.T) {
 	ctx := context.Background()
 	node := netip.MustParseAddr("10.0.2.2") // also a pod address in some scenarios: host wins in both
 	checked, allowed, byRule := 0, 0, 0
-	for seed := range scenarios {
-		s := compile.State(compiletest.RandCluster(rand.New(rand.NewPCG(uint64(seed), 42))))
+	// The second half adds ClusterNetworkPolicies: the tiers folded by the compiler
+	// must mean the same in the kernel.
+	for seed := range 2 * scenarios {
+		gen := compiletest.RandCluster
+		if seed >= scenarios {
+			gen = compiletest.RandTieredCluster
+		}
+		s := compile.State(gen(rand.New(rand.NewPCG(uint64(seed), 42))))
 		m := &verdict.Manifests{State: s}
 		goEv, err := verdict.NewEvaluator(m, "go", []netip.Addr{node})
 		if err != nil {
