@@ -5,8 +5,10 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
 // FromCluster reads what the agent's informers watch — Namespaces, Pods,
@@ -14,7 +16,36 @@ import (
 // server. The objects already carry the API server's defaults; nothing else is applied,
 // so they compile exactly as they do in the agent.
 func FromCluster(ctx context.Context, cs kubernetes.Interface) (*Manifests, error) {
+	return FromClusterWith(ctx, cs, nil)
+}
+
+// FromClusterWith is FromCluster plus, with cnps, the ClusterNetworkPolicies (v1beta1;
+// none if the CRD is not installed, as the agent then enforces none) and, when there
+// are any, the Nodes their nodes peers select.
+func FromClusterWith(ctx context.Context, cs kubernetes.Interface, cnps cnpclient.Interface) (*Manifests, error) {
 	m := &Manifests{origin: map[string]string{}, live: true}
+	if cnps != nil {
+		l, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
+		switch {
+		case apierrors.IsNotFound(err): // no CRD
+		case err != nil:
+			return nil, fmt.Errorf("list clusternetworkpolicies: %w", err)
+		default:
+			for i := range l.Items {
+				m.State.ClusterNetworkPolicies = append(m.State.ClusterNetworkPolicies, &l.Items[i])
+				m.origin["ClusterNetworkPolicy//"+l.Items[i].Name] = "the API server"
+			}
+		}
+		if len(m.State.ClusterNetworkPolicies) > 0 {
+			nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("list nodes (ClusterNetworkPolicy nodes peers): %w", err)
+			}
+			for i := range nodes.Items {
+				m.State.Nodes = append(m.State.Nodes, &nodes.Items[i])
+			}
+		}
+	}
 	all := metav1.ListOptions{}
 	nss, err := cs.CoreV1().Namespaces().List(ctx, all)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/strictgate/strictgate/agent/compile"
 	"github.com/strictgate/strictgate/agent/rules"
@@ -24,6 +25,8 @@ type Options struct {
 	Manifests []string
 	// Client, instead of Manifests, reads the objects from a live cluster (FromCluster).
 	Client kubernetes.Interface
+	// ClusterPolicies, with Client, also reads ClusterNetworkPolicies (FromClusterWith).
+	ClusterPolicies cnpclient.Interface
 	// SrcSelector and DstSelector, with Flow, pick the single flow's ends by label
 	// selector among the pods of Namespace ("default" if empty): exactly one pod must
 	// match.
@@ -84,7 +87,7 @@ func (o *Options) load(ctx context.Context) (*Evaluator, []Flow, error) {
 	var m *Manifests
 	var err error
 	if o.Client != nil {
-		m, err = FromCluster(ctx, o.Client)
+		m, err = FromClusterWith(ctx, o.Client, o.ClusterPolicies)
 	} else {
 		m, err = Load(o.Manifests, o.Warn)
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+
 	"github.com/strictgate/strictgate/verdict"
 	_ "github.com/strictgate/strictgate/verdict/bpfengine" // --engine=bpf
 )
@@ -108,7 +110,7 @@ func (f *verdictFlags) options(stdin io.Reader, stderr io.Writer) (verdict.Optio
 	case len(f.manifests) > 0 && f.kube.set():
 		return o, fmt.Errorf("--manifests (offline) and --kubeconfig/--context (live cluster) are mutually exclusive: pass one")
 	case len(f.manifests) == 0:
-		cs, _, ns, err := f.kube.client()
+		cs, rc, ns, err := f.kube.client()
 		if errors.Is(err, errNoCluster) {
 			return o, fmt.Errorf("no manifests and %w (or pass --manifests PATH to work offline)", err)
 		}
@@ -116,6 +118,9 @@ func (f *verdictFlags) options(stdin io.Reader, stderr io.Writer) (verdict.Optio
 			return o, fmt.Errorf("live cluster: %w", err)
 		}
 		o.Client = cs
+		if o.ClusterPolicies, err = cnpclient.NewForConfig(rc); err != nil {
+			return o, fmt.Errorf("live cluster: %w", err)
+		}
 		if o.Namespace == "" {
 			o.Namespace = ns
 		}
