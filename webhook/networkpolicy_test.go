@@ -310,6 +310,7 @@ func BenchmarkNetworkPolicyValidation(b *testing.B) {
 		{"compliant/no-facts", benchPolicy, nil},
 		{"compliant/50-pods", benchPolicy, benchFacts(50)},
 		{"compliant/500-pods", benchPolicy, benchFacts(500)},
+		{"compliant/5000-pods", benchPolicy, benchFacts(5000)},
 		{"denied/50-pods", openPolicy, benchFacts(50)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
