@@ -127,8 +127,8 @@ types_of(p) := declared if {
 	count(declared) > 0
 } else := {"Ingress"} | {"Egress" | count(list(obj(p, "spec"), "egress")) > 0}
 
-# pods is input.cluster.pods: every pod of the namespace, each with "selected" (this
-# policy's podSelector matches it) and "policies" (names of the namespace's other
+# pods is input.cluster.pods: the pods of the namespace this policy's podSelector
+# selects, each with "selected" (always true since only those are rendered) and "policies" (names of the namespace's other
 # policies whose podSelector matches it).
 pods := [p | some p in list(cluster, "pods"); is_object(p)]
 

@@ -368,3 +368,22 @@ func TestStripPodForHygiene(t *testing.T) {
 		t.Error("non-pods must pass through")
 	}
 }
+
+// TestValidationCostIndependentOfPodCount: a policy selecting one pod must cost the
+// same in a namespace of 50 pods as in one of 5,000 (the unselected pods are not
+// rendered into the input nor iterated by Rego). Allocations are counted, not time,
+// so the test is free of wall-clock thresholds.
+func TestValidationCostIndependentOfPodCount(t *testing.T) {
+	allocs := map[int]float64{}
+	for _, n := range []int{50, 5000} {
+		v := newTestValidator(t, benchFacts(n))
+		req := npRequest(admissionv1.Create, benchPolicy, "")
+		if resp := v.Handle(context.Background(), req); !resp.Allowed {
+			t.Fatalf("%d pods: bench policy refused: %+v", n, resp.Result)
+		}
+		allocs[n] = testing.AllocsPerRun(5, func() { v.Handle(context.Background(), req) })
+	}
+	if allocs[5000] > allocs[50]*1.05 {
+		t.Errorf("allocations per request grow with the namespace: %.0f at 50 pods, %.0f at 5,000", allocs[50], allocs[5000])
+	}
+}
