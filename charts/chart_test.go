@@ -332,8 +332,16 @@ func TestDefaults(t *testing.T) {
 		if ns.NamespaceSelector != nil && (len(ns.NamespaceSelector.MatchExpressions) > 0 || len(ns.NamespaceSelector.MatchLabels) > 0) {
 			t.Errorf("the namespace guard must see every namespace (a selector would let the labelling request skip it): %+v", ns.NamespaceSelector)
 		}
-		if len(v.Webhooks) != 2 {
-			t.Errorf("want 2 validating webhooks, got %d", len(v.Webhooks))
+		cnp, ok := byPath[webhook.PathValidateClusterNetworkPolicy]
+		if !ok {
+			t.Fatalf("no webhook for %s", webhook.PathValidateClusterNetworkPolicy)
+		}
+		assertRules(t, cnp.Rules, webhook.CNPGroup, "clusternetworkpolicies", admissionregistrationv1.Create, admissionregistrationv1.Update)
+		if got := cnp.Rules[0].APIVersions; len(got) != 2 || got[0] != "v1beta1" || got[1] != "v1alpha2" {
+			t.Errorf("ClusterNetworkPolicy webhook versions %v, want both served versions [v1beta1 v1alpha2]", got)
+		}
+		if len(v.Webhooks) != 3 {
+			t.Errorf("want 3 validating webhooks, got %d", len(v.Webhooks))
 		}
 	})
 

@@ -30,6 +30,7 @@ func fuzzHandlers(tb testing.TB) []struct {
 		{PathMutatePod, mk(testMutator())},
 		{PathValidateNamespace, mk(&NamespaceValidator{Groups: []string{DefaultOptOutGroup}})},
 		{PathValidateNetworkPolicy, mk(newTestValidator(tb, benchFacts(10)))},
+		{PathValidateClusterNetworkPolicy, mk(ClusterNetworkPolicyValidator{})},
 	}
 }
 
@@ -71,6 +72,12 @@ func FuzzAdmission(f *testing.F) {
 				req.Object.Raw = seed
 			}
 			f.Add(uint8(2), review(f, req.AdmissionRequest))
+		}
+	}
+
+	for _, tc := range cnpCases() {
+		for _, op := range []admissionv1.Operation{admissionv1.Create, admissionv1.Update} {
+			f.Add(uint8(3), review(f, cnpRequest("v1beta1", op, cnpObject("v1beta1", "p", tc.spec)).AdmissionRequest))
 		}
 	}
 

@@ -36,7 +36,7 @@ func TestManifestsDecode(t *testing.T) {
 	for _, h := range w.Validating.Webhooks {
 		paths[*h.ClientConfig.Service.Path] = true
 	}
-	for _, p := range []string{"/mutate-v1-pod", "/validate-v1-namespace", "/validate-networking-v1-networkpolicy"} {
+	for _, p := range []string{"/mutate-v1-pod", "/validate-v1-namespace", "/validate-networking-v1-networkpolicy", "/validate-policy-networking-k8s-io-clusternetworkpolicy"} {
 		if !paths[p] {
 			t.Errorf("webhooks.yaml has no webhook for %s", p)
 		}

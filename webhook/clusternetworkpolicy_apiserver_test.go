@@ -1,0 +1,191 @@
+package webhook
+
+import (
+	"context"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
+	"github.com/strictgate/strictgate/test/controlplane"
+)
+
+// cnpCRDPath is the module's own CRD for a channel (the chart ships the standard one;
+// the experimental one carries the fields strictgate must refuse, such as domainNames,
+// which the standard schema prunes before any webhook sees them).
+func cnpCRDPath(t *testing.T, channel string) string {
+	t.Helper()
+	dir, err := moduleDir("sigs.k8s.io/network-policy-api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "config", "crd", channel, "policy.networking.k8s.io_clusternetworkpolicies.yaml")
+}
+
+// moduleDir is where the go command keeps module mod at the version go.mod pins.
+func moduleDir(mod string) (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", mod).Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+// cnpValidatingWebhook is the chart's ClusterNetworkPolicy webhook, alone.
+func cnpValidatingWebhook(t *testing.T) *admissionregistrationv1.ValidatingWebhookConfiguration {
+	t.Helper()
+	hooks, err := chartfiles.DecodeWebhooks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := hooks.Validating.DeepCopy()
+	cfg.Webhooks = nil
+	for _, h := range hooks.Validating.Webhooks {
+		if *h.ClientConfig.Service.Path == PathValidateClusterNetworkPolicy {
+			p := strings.TrimPrefix(PathValidateClusterNetworkPolicy, "/")
+			h.ClientConfig.Service.Path = &p
+			cfg.Webhooks = append(cfg.Webhooks, h)
+		}
+	}
+	if len(cfg.Webhooks) != 1 {
+		t.Fatalf("chart has %d webhooks for %s, want 1", len(cfg.Webhooks), PathValidateClusterNetworkPolicy)
+	}
+	return cfg
+}
+
+// TestClusterNetworkPolicyAPIServer runs the validator behind a real kube-apiserver
+// with the module's experimental-channel CRD and the chart's webhook configuration:
+// every case of cnpCases, in both served versions, is admitted or refused as the
+// table says, a refused UPDATE leaves the stored object as it was, and what the CRD's
+// schema refuses is refused before the webhook (the handler agrees, see
+// TestClusterNetworkPolicyValidator).
+func TestClusterNetworkPolicyAPIServer(t *testing.T) {
+	env := &envtest.Environment{
+		CRDInstallOptions:     envtest.CRDInstallOptions{Paths: []string{cnpCRDPath(t, "experimental")}},
+		WebhookInstallOptions: envtest.WebhookInstallOptions{ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{cnpValidatingWebhook(t)}},
+	}
+	rc := controlplane.Start(t, env)
+	wo := &env.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(rc, ctrl.Options{
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host: wo.LocalServingHost, Port: wo.LocalServingPort, CertDir: wo.LocalServingCertDir, TLSOpts: TLSOptions(),
+		}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered exactly as production registers it (Handlers).
+	h := Handlers(DefaultConfig(), nil)[PathValidateClusterNetworkPolicy]
+	if h == nil {
+		t.Fatalf("Handlers has nothing at %s", PathValidateClusterNetworkPolicy)
+	}
+	mgr.GetWebhookServer().Register(PathValidateClusterNetworkPolicy, Instrumented(PathValidateClusterNetworkPolicy, h))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	hygEventually(t, 30*time.Second, "webhook server serving TLS", func() error {
+		req, _ := http.NewRequest(http.MethodGet, "/", nil)
+		return mgr.GetWebhookServer().StartedChecker()(req)
+	})
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := func(version string) dynamic.ResourceInterface {
+		return dyn.Resource(schema.GroupVersionResource{Group: CNPGroup, Version: version, Resource: "clusternetworkpolicies"})
+	}
+	decode := func(t *testing.T, raw []byte) *unstructured.Unstructured {
+		t.Helper()
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(raw); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+
+	for _, tc := range cnpCases() {
+		for _, version := range []string{"v1beta1", "v1alpha2"} {
+			t.Run(tc.name+"/"+version, func(t *testing.T) {
+				name := strings.ToLower(strings.ReplaceAll(tc.name, " ", "-")) + "-" + version
+				_, err := res(version).Create(ctx, decode(t, cnpObject(version, name, tc.spec)), metav1.CreateOptions{})
+				checkAPIServerVerdict(t, err, tc)
+			})
+		}
+	}
+
+	t.Run("update adding an unsupported field changes nothing", func(t *testing.T) {
+		const name = "update-target"
+		base := `{"tier":"Admin","priority":20,` + cnpSubject + `,"egress":[{"action":"Accept","to":[{"namespaces":{}}]}]}`
+		created, err := res("v1beta1").Create(ctx, decode(t, cnpObject("v1beta1", name, base)), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := decode(t, cnpObject("v1beta1", name, `{"tier":"Admin","priority":20,`+cnpSubject+`,"egress":[{"action":"Accept","to":[{"domainNames":["*.example.com"]}]}]}`))
+		bad.SetResourceVersion(created.GetResourceVersion())
+		bad.SetAPIVersion(CNPGroup + "/v1alpha2")
+		// Through the other served version: the same webhook judges it.
+		_, err = res("v1alpha2").Update(ctx, bad, metav1.UpdateOptions{})
+		if err == nil || !strings.Contains(err.Error(), "domainNames: Forbidden: not supported by strictgate") {
+			t.Fatalf("update with domainNames: %v, want refusal naming the field", err)
+		}
+		got, err := res("v1beta1").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.GetResourceVersion() != created.GetResourceVersion() {
+			t.Fatalf("stored object changed: resourceVersion %s -> %s", created.GetResourceVersion(), got.GetResourceVersion())
+		}
+	})
+}
+
+func checkAPIServerVerdict(t *testing.T, err error, tc cnpCase) {
+	t.Helper()
+	if len(tc.want) == 0 {
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatal("admitted, want refusal")
+	}
+	if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
+		t.Fatalf("error %v is not a refusal", err)
+	}
+	webhookSaid := strings.Contains(err.Error(), "refused by strictgate")
+	if tc.schema {
+		// The API server's schema answers first; the webhook is never called.
+		if webhookSaid {
+			t.Fatalf("the CRD schema should refuse this before the webhook: %v", err)
+		}
+		return
+	}
+	if !webhookSaid {
+		t.Fatalf("refused, but not by strictgate's webhook: %v", err)
+	}
+	for _, w := range tc.want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("refusal %q does not contain %q", err.Error(), w)
+		}
+	}
+}
