@@ -373,6 +373,7 @@ func TestDefaults(t *testing.T) {
 			"/pods get", "/pods list", "/pods watch",
 			"networking.k8s.io/networkpolicies get", "networking.k8s.io/networkpolicies list", "networking.k8s.io/networkpolicies watch",
 			"networking.k8s.io/networkpolicies create", "networking.k8s.io/networkpolicies update", "networking.k8s.io/networkpolicies delete",
+			"policy.networking.k8s.io/clusternetworkpolicies list",
 		})
 		role := one[rbacv1.Role](r, "Role", "strictgate-webhook")
 		if role.Namespace != testNamespace {

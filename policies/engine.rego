@@ -10,15 +10,25 @@
 #   operations (set, optional)     admission operations the rule judges; defaults to
 #                                  {"CREATE", "UPDATE"} so that no hygiene rule ever
 #                                  blocks deleting a policy by accident.
+#   kinds      (set, optional)     kinds of object the rule judges, "NetworkPolicy" and/or
+#                                  "ClusterNetworkPolicy" (input.kind); defaults to
+#                                  {"NetworkPolicy"}, so that rules written for
+#                                  NetworkPolicies never misread a ClusterNetworkPolicy.
 #   violation  (set)               strings, or objects with a "msg" string.
 package strictgate.hygiene
 
 default_operations := {"CREATE", "UPDATE"}
 
+default_kinds := {"NetworkPolicy"}
+
+# NetworkPolicy inputs carry no "kind" (they predate ClusterNetworkPolicy).
+input_kind := object.get(input, "kind", "NetworkPolicy")
+
 findings contains f if {
 	some name, v
 	data.strictgate.rules[name].violation[v]
 	input.request.operation in operations(name)
+	input_kind in kinds(name)
 	f := {"id": rule_id(name), "action": rule_action(name), "msg": message(v)}
 }
 
@@ -26,6 +36,14 @@ rule_id(name) := id if {
 	id := data.strictgate.rules[name].id
 	is_string(id)
 } else := name
+
+kinds(name) := ks if {
+	ks := data.strictgate.rules[name].kinds
+	is_set(ks)
+} else := ks if {
+	ks := {k | some k in data.strictgate.rules[name].kinds}
+	is_array(data.strictgate.rules[name].kinds)
+} else := default_kinds
 
 rule_action(name) := a if {
 	a := data.strictgate.rules[name].action

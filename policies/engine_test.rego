@@ -33,3 +33,19 @@ test_delete_only_runs_rules_that_ask_for_it if {
 test_no_rules_no_findings if {
 	count(hygiene.findings) == 0 with input as create with data.strictgate.rules as {}
 }
+
+kind_rules := {
+	"np": {"id": "NP1", "violation": {"np"}},
+	"cnp": {"id": "CNP1", "kinds": {"ClusterNetworkPolicy"}, "violation": {"cnp"}},
+	"both": {"id": "BOTH1", "kinds": ["NetworkPolicy", "ClusterNetworkPolicy"], "violation": {"both"}},
+}
+
+test_rules_judge_network_policies_by_default if {
+	f := hygiene.findings with input as create with data.strictgate.rules as kind_rules
+	{x.id | some x in f} == {"NP1", "BOTH1"}
+}
+
+test_cluster_network_policy_reaches_only_rules_that_ask_for_it if {
+	f := hygiene.findings with input as object.union(create, {"kind": "ClusterNetworkPolicy"}) with data.strictgate.rules as kind_rules
+	{x.id | some x in f} == {"CNP1", "BOTH1"}
+}

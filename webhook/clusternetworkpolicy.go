@@ -31,12 +31,19 @@ var cnpVersions = map[string]bool{"v1beta1": true, "v1alpha2": true}
 // silently ignored by the agent, and the platform team would believe a rule is in
 // force that is not. Malformed objects (which the CRD's schema refuses before any
 // webhook is called, but a direct call may carry) are refused with the field named.
-type ClusterNetworkPolicyValidator struct{}
+// Objects that pass are then judged by the hygiene rules that declare
+// kinds := {"ClusterNetworkPolicy"} (NewClusterNetworkPolicyValidator); the zero value
+// judges support and form only.
+type ClusterNetworkPolicyValidator struct {
+	rules NetworkPolicyRules
+	facts CNPFacts
+	self  string
+}
 
-var _ admission.Handler = ClusterNetworkPolicyValidator{}
+var _ admission.Handler = &ClusterNetworkPolicyValidator{}
 
 // Handle implements admission.Handler.
-func (ClusterNetworkPolicyValidator) Handle(_ context.Context, req admission.Request) admission.Response {
+func (v *ClusterNetworkPolicyValidator) Handle(ctx context.Context, req admission.Request) admission.Response {
 	if req.UID == "" {
 		return admission.Errored(http.StatusBadRequest, errors.New("admission request has no uid: not an AdmissionReview from the API server"))
 	}
@@ -58,7 +65,7 @@ func (ClusterNetworkPolicyValidator) Handle(_ context.Context, req admission.Req
 	if len(errs) > 0 {
 		return admission.Denied(fmt.Sprintf("ClusterNetworkPolicy %q refused by strictgate: %s", cnpName(req, obj), errs.ToAggregate().Error()))
 	}
-	return admission.Allowed("")
+	return v.judge(ctx, req, obj, req.Object.Raw)
 }
 
 func cnpName(req admission.Request, obj *cnp.ClusterNetworkPolicy) string {

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -10,12 +11,14 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -88,13 +91,15 @@ func TestClusterNetworkPolicyAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Registered exactly as production registers it (Handlers).
-	h := Handlers(DefaultConfig(), nil)[PathValidateClusterNetworkPolicy]
-	if h == nil {
-		t.Fatalf("Handlers has nothing at %s", PathValidateClusterNetworkPolicy)
-	}
-	mgr.GetWebhookServer().Register(PathValidateClusterNetworkPolicy, Instrumented(PathValidateClusterNetworkPolicy, h))
 	ctx, cancel := context.WithCancel(context.Background())
+	// Wired as newManager wires it: the built-in hygiene rules, pods and namespaces
+	// from the manager's cache, ClusterNetworkPolicies read live.
+	engine, err := NewHygieneEngine(ctx, DefaultNetworkPolicyConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewClusterNetworkPolicyValidator(engine, ReaderCNPFacts{Cached: mgr.GetClient(), Live: mgr.GetAPIReader()}, hygSA)
+	mgr.GetWebhookServer().Register(PathValidateClusterNetworkPolicy, Instrumented(PathValidateClusterNetworkPolicy, h))
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
 	t.Cleanup(func() {
@@ -133,9 +138,15 @@ func TestClusterNetworkPolicyAPIServer(t *testing.T) {
 		}
 	}
 
+	admin, err := client.New(rc, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("hygiene rules", func(t *testing.T) { testCNPHygiene(t, ctx, admin, mgr.GetClient(), res, decode) })
+
 	t.Run("update adding an unsupported field changes nothing", func(t *testing.T) {
 		const name = "update-target"
-		base := `{"tier":"Admin","priority":20,` + cnpSubject + `,"egress":[{"action":"Accept","to":[{"namespaces":{}}]}]}`
+		base := `{"tier":"Admin","priority":20,` + cnpSubject + `,"egress":[{"action":"Accept","to":[{"namespaces":{"matchLabels":{"team":"b"}}}]}]}`
 		created, err := res("v1beta1").Create(ctx, decode(t, cnpObject("v1beta1", name, base)), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -156,6 +167,47 @@ func TestClusterNetworkPolicyAPIServer(t *testing.T) {
 			t.Fatalf("stored object changed: resourceVersion %s -> %s", created.GetResourceVersion(), got.GetResourceVersion())
 		}
 	})
+}
+
+// testCNPHygiene: the built-in ClusterNetworkPolicy rules refuse through the real API
+// server, SG014 with the cluster's pods as facts.
+func testCNPHygiene(t *testing.T, ctx context.Context, admin client.Client, cache client.Reader, res func(string) dynamic.ResourceInterface, decode func(*testing.T, []byte) *unstructured.Unstructured) {
+	create := func(name, spec string) error {
+		_, err := res("v1beta1").Create(ctx, decode(t, cnpObject("v1beta1", name, spec)), metav1.CreateOptions{})
+		return err
+	}
+	for _, tc := range []struct{ name, spec, want string }{
+		{"accept-all", `{"tier":"Admin","priority":30,"subject":{"namespaces":{}},"ingress":[{"action":"Accept","from":[{"namespaces":{}}]}]}`,
+			"SG012-cnp-admin-accept-all: ClusterNetworkPolicy accept-all spec.ingress[0].from[0] accepts all ingress traffic on all ports"},
+		{"cuts-dns", `{"tier":"Admin","priority":31,"subject":{"namespaces":{}},"egress":[{"action":"Deny","to":[{"networks":["0.0.0.0/0"]}]}]}`,
+			"SG013-cnp-cuts-dns: ClusterNetworkPolicy cuts-dns spec.egress[0] denies UDP/TCP 53 to the DNS pods in kube-system"},
+	} {
+		if err := create(tc.name, tc.spec); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want a refusal containing %q", tc.name, err, tc.want)
+		}
+		if _, err := res("v1beta1").Get(ctx, tc.name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("%s was stored: %v", tc.name, err)
+		}
+	}
+
+	mustCreate(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{"team": "a"}}})
+	mustCreate(t, admin, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/x"}}}})
+	hygEventually(t, 30*time.Second, "the cache sees pod team-a/web", func() error {
+		var p corev1.Pod
+		return cache.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "web"}, &p)
+	})
+	if err := create("mon-accept", `{"tier":"Admin","priority":50,"subject":{"namespaces":{"matchLabels":{"team":"a"}}},"ingress":[{"action":"Accept","from":[{"namespaces":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]}]}`); err != nil {
+		t.Fatal(err)
+	}
+	conflicting := `{"tier":"Admin","priority":%d,"subject":{"pods":{"namespaceSelector":{"matchLabels":{"team":"a"}},"podSelector":{}}},"ingress":[{"action":"Deny","from":[{"namespaces":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]}]}`
+	err := create("mon-deny", fmt.Sprintf(conflicting, 50))
+	want := "SG014-cnp-priority-conflict: ClusterNetworkPolicy mon-deny and mon-accept are both Admin tier at priority 50, their subjects share 1 pods, and their ingress rules contradict (mon-deny: Deny; mon-accept: Accept)"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("same priority: %v, want a refusal containing %q", err, want)
+	}
+	if err := create("mon-deny", fmt.Sprintf(conflicting, 51)); err != nil {
+		t.Fatalf("distinct priority refused: %v", err)
+	}
 }
 
 func checkAPIServerVerdict(t *testing.T, err error, tc cnpCase) {

@@ -80,7 +80,7 @@ func TestClusterNetworkPolicyValidator(t *testing.T) {
 				if !json.Valid([]byte(tc.spec)) {
 					t.Fatalf("test spec is not JSON: %s", tc.spec)
 				}
-				resp := ClusterNetworkPolicyValidator{}.Handle(context.Background(), cnpRequest(version, admissionv1.Create, cnpObject(version, "p", tc.spec)))
+				resp := (&ClusterNetworkPolicyValidator{}).Handle(context.Background(), cnpRequest(version, admissionv1.Create, cnpObject(version, "p", tc.spec)))
 				checkCNPVerdict(t, resp, tc.want)
 			})
 		}
@@ -149,7 +149,7 @@ func TestClusterNetworkPolicyValidatorBadRequests(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp := ClusterNetworkPolicyValidator{}.Handle(context.Background(), tc.req())
+			resp := (&ClusterNetworkPolicyValidator{}).Handle(context.Background(), tc.req())
 			if resp.Allowed != tc.allowed {
 				t.Fatalf("allowed=%v, want %v (%+v)", resp.Allowed, tc.allowed, resp.Result)
 			}

@@ -30,7 +30,7 @@ func fuzzHandlers(tb testing.TB) []struct {
 		{PathMutatePod, mk(testMutator())},
 		{PathValidateNamespace, mk(&NamespaceValidator{Groups: []string{DefaultOptOutGroup}})},
 		{PathValidateNetworkPolicy, mk(newTestValidator(tb, benchFacts(10)))},
-		{PathValidateClusterNetworkPolicy, mk(ClusterNetworkPolicyValidator{})},
+		{PathValidateClusterNetworkPolicy, mk(&ClusterNetworkPolicyValidator{})},
 	}
 }
 

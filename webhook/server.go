@@ -25,16 +25,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/strictgate/strictgate/webhook/defaultdeny"
 	"github.com/strictgate/strictgate/webhook/hygiene"
 )
 
-// Scheme holds the built-in types the webhook process reads and writes.
+// Scheme holds the types the webhook process reads and writes: the built-in ones and
+// ClusterNetworkPolicy (v1beta1, the storage version).
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
 		panic(fmt.Sprintf("build scheme: %v", err)) // static input; cannot fail
+	}
+	if err := cnpv1beta1.Install(s); err != nil {
+		panic(fmt.Sprintf("build scheme: %v", err))
 	}
 	return s
 }
@@ -134,6 +139,8 @@ func newManager(ctx context.Context, rc *rest.Config, cfg Config, wrapController
 	if err != nil {
 		return nil, fmt.Errorf("set up NetworkPolicy hygiene validator: %w", err)
 	}
+	cnpv := NewClusterNetworkPolicyValidator(engine, ReaderCNPFacts{Cached: mgr.GetClient(), Live: mgr.GetAPIReader()}, cfg.ServiceAccount)
+	srv.Register(PathValidateClusterNetworkPolicy, Instrumented(PathValidateClusterNetworkPolicy, cnpv))
 	ddClient := mgr.GetClient()
 	if wrapControllerClient != nil {
 		ddClient = wrapControllerClient(ddClient)
@@ -204,9 +211,8 @@ func Run(ctx context.Context, rc *rest.Config, cfg Config) error {
 // validator is registered separately since it needs the manager's informers).
 func Handlers(cfg Config, namespaces NamespaceGetter) map[string]admission.Handler {
 	return map[string]admission.Handler{
-		PathMutatePod:                    &PodMutator{Scope: cfg.Scope(), Namespaces: namespaces},
-		PathValidateNamespace:            &NamespaceValidator{Groups: cfg.OptOutGroups},
-		PathValidateClusterNetworkPolicy: ClusterNetworkPolicyValidator{},
+		PathMutatePod:         &PodMutator{Scope: cfg.Scope(), Namespaces: namespaces},
+		PathValidateNamespace: &NamespaceValidator{Groups: cfg.OptOutGroups},
 	}
 }
 

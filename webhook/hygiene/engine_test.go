@@ -102,8 +102,8 @@ func TestBuiltinsLoadAndEvaluate(t *testing.T) {
 		t.Errorf("compliant policy has findings %v", fs)
 	}
 	st := e.Status()
-	if !st.Healthy || len(st.Rules) != 11 || st.Revision == "" {
-		t.Fatalf("status = %+v, want healthy with 11 rules", st)
+	if !st.Healthy || len(st.Rules) != 14 || st.Revision == "" {
+		t.Fatalf("status = %+v, want healthy with 14 rules (SG001–SG011 for NetworkPolicies, SG012–SG014 for ClusterNetworkPolicies)", st)
 	}
 	for _, r := range st.Rules {
 		if r.Source != "builtin" || !strings.HasPrefix(r.ID, "SG0") {
@@ -453,7 +453,7 @@ func TestReadmeExample(t *testing.T) {
 func TestStatus(t *testing.T) {
 	dir := t.TempDir()
 	e := newEngine(t, Options{Dir: dir})
-	if st := e.Status(); !st.Healthy || len(st.Rules) != 11 {
+	if st := e.Status(); !st.Healthy || len(st.Rules) != 14 {
 		t.Fatalf("healthy status: %+v", st)
 	}
 	write(t, dir, "x.rego", "package strictgate.rules.x\nviolation contains {")
