@@ -24,6 +24,8 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
+	"github.com/strictgate/strictgate/internal/contract"
+	"github.com/strictgate/strictgate/webhook/defaultdeny"
 	"github.com/strictgate/strictgate/test/controlplane"
 )
 
@@ -143,6 +145,18 @@ func TestClusterNetworkPolicyAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("hygiene rules", func(t *testing.T) { testCNPHygiene(t, ctx, admin, mgr.GetClient(), res, decode) })
+
+	// The policy enforcement.defaultDeny=baseline generates passes every check, even
+	// when written by someone other than strictgate (whose writes skip the rules).
+	t.Run("generated baseline policy is admitted", func(t *testing.T) {
+		p, err := defaultdeny.BaselinePolicy(contract.Scope{OwnNamespace: "strictgate", Excluded: []string{"legacy"}}, true, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Create(ctx, p); err != nil {
+			t.Fatalf("baseline policy refused: %v", err)
+		}
+	})
 
 	t.Run("update adding an unsupported field changes nothing", func(t *testing.T) {
 		const name = "update-target"
