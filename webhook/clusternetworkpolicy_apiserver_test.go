@@ -25,8 +25,8 @@ import (
 
 	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
 	"github.com/strictgate/strictgate/internal/contract"
-	"github.com/strictgate/strictgate/webhook/defaultdeny"
 	"github.com/strictgate/strictgate/test/controlplane"
+	"github.com/strictgate/strictgate/webhook/defaultdeny"
 )
 
 // cnpCRDPath is the module's own CRD for a channel (the chart ships the standard one;
