@@ -26,6 +26,7 @@ import (
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/strictgate/strictgate/test/controlplane"
+	"github.com/strictgate/strictgate/webhook"
 )
 
 type apiClients struct {
@@ -193,6 +194,24 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	// The chart's crds/ installed the ClusterNetworkPolicy CRD: a v1beta1 object is
 	// stored and served as v1alpha2 too (both versions, as upstream publishes them).
 	cnps := cnpclient.NewForConfigOrDie(cfg)
+	// No webhook server runs here, and the chart's ClusterNetworkPolicy validator fails
+	// closed: take it out of the configuration for the probe (the API server would
+	// otherwise dial a Service that has no endpoints) and put it back unchanged after.
+	vwcs := c.kube.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	vwc0, err := vwcs.Get(ctx, "strictgate-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCNP := vwc0.DeepCopy()
+	noCNP.Webhooks = slices.DeleteFunc(noCNP.Webhooks, func(w admissionregistrationv1.ValidatingWebhook) bool {
+		return *w.ClientConfig.Service.Path == webhook.PathValidateClusterNetworkPolicy
+	})
+	if len(noCNP.Webhooks) != len(vwc0.Webhooks)-1 {
+		t.Fatalf("chart has no ClusterNetworkPolicy webhook to set aside")
+	}
+	if noCNP, err = vwcs.Update(ctx, noCNP, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	probe := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "chart-crd-probe"},
 		Spec: cnpv1beta1.ClusterNetworkPolicySpec{Tier: cnpv1beta1.BaselineTier, Priority: 7,
 			Subject: cnpv1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{}}}}
@@ -201,6 +220,10 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	}
 	if got, err := cnps.PolicyV1alpha2().ClusterNetworkPolicies().Get(ctx, probe.Name, metav1.GetOptions{}); err != nil || got.Spec.Priority != 7 {
 		t.Fatalf("read it back as v1alpha2: %v %+v", err, got)
+	}
+	noCNP.Webhooks = vwc0.Webhooks
+	if _, err := vwcs.Update(ctx, noCNP, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	sec1, err := c.kube.CoreV1().Secrets(testNamespace).Get(ctx, "strictgate-webhook-tls", metav1.GetOptions{})
 	if err != nil {

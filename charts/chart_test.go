@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/strictgate/strictgate/agent"
+	"github.com/strictgate/strictgate/internal/contract"
 	webhook "github.com/strictgate/strictgate/webhook"
 )
 
@@ -336,7 +337,10 @@ func TestDefaults(t *testing.T) {
 		if !ok {
 			t.Fatalf("no webhook for %s", webhook.PathValidateClusterNetworkPolicy)
 		}
-		assertRules(t, cnp.Rules, webhook.CNPGroup, "clusternetworkpolicies", admissionregistrationv1.Create, admissionregistrationv1.Update)
+		assertRules(t, cnp.Rules, webhook.CNPGroup, "clusternetworkpolicies", admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete)
+		if len(cnp.MatchConditions) != 1 || !strings.Contains(cnp.MatchConditions[0].Expression, "'"+contract.DefaultDenyPolicy+"'") {
+			t.Errorf("ClusterNetworkPolicy webhook must be sent only the generated policy's DELETEs: %+v", cnp.MatchConditions)
+		}
 		if got := cnp.Rules[0].APIVersions; len(got) != 2 || got[0] != "v1beta1" || got[1] != "v1alpha2" {
 			t.Errorf("ClusterNetworkPolicy webhook versions %v, want both served versions [v1beta1 v1alpha2]", got)
 		}

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/strictgate/strictgate/internal/contract"
 )
 
 // cnpCase is one ClusterNetworkPolicy spec with the verdict strictgate must give it.
@@ -158,6 +160,41 @@ func TestClusterNetworkPolicyValidatorBadRequests(t *testing.T) {
 			}
 			if resp.Result.Code != tc.code || !strings.Contains(resp.Result.Message, tc.want) {
 				t.Fatalf("code %d message %q, want %d containing %q", resp.Result.Code, resp.Result.Message, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+func TestClusterNetworkPolicyGuardsGenerated(t *testing.T) {
+	const self = "system:serviceaccount:strictgate:strictgate-webhook"
+	v := NewClusterNetworkPolicyValidator(nil, nil, self)
+	gen := cnpObject("v1beta1", contract.DefaultDenyPolicy, `{"tier":"Baseline","priority":1000,"subject":{"namespaces":{}}}`)
+	for _, tc := range []struct {
+		name    string
+		op      admissionv1.Operation
+		user    string
+		object  string
+		raw     []byte
+		allowed bool
+	}{
+		{"create by a user", admissionv1.Create, "alice", contract.DefaultDenyPolicy, gen, false},
+		{"update by a user", admissionv1.Update, "alice", contract.DefaultDenyPolicy, gen, false},
+		{"delete by a user", admissionv1.Delete, "alice", contract.DefaultDenyPolicy, nil, false},
+		{"delete by strictgate", admissionv1.Delete, self, contract.DefaultDenyPolicy, nil, true},
+		{"update by strictgate", admissionv1.Update, self, contract.DefaultDenyPolicy, gen, true},
+		{"finalizer removal after delete", admissionv1.Update, "alice", contract.DefaultDenyPolicy,
+			[]byte(`{"apiVersion":"policy.networking.k8s.io/v1beta1","kind":"ClusterNetworkPolicy","metadata":{"name":"strictgate-default-deny","deletionTimestamp":"2026-01-01T00:00:00Z"},"spec":{}}`), true},
+		{"another name", admissionv1.Delete, "alice", "platform", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := cnpRequest("v1beta1", tc.op, tc.raw)
+			req.Name, req.UserInfo.Username = tc.object, tc.user
+			resp := v.Handle(context.Background(), req)
+			if resp.Allowed != tc.allowed {
+				t.Fatalf("allowed=%v, want %v: %+v", resp.Allowed, tc.allowed, resp.Result)
+			}
+			if !tc.allowed && !strings.Contains(resp.Result.Message, "only strictgate's controller ("+self+") may "+strings.ToLower(string(tc.op))) {
+				t.Fatalf("message %q does not say who may change it", resp.Result.Message)
 			}
 		})
 	}
