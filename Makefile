@@ -79,6 +79,12 @@ e2e: setup ## End-to-end tests on the one-node cluster.
 bench: setup ## Regenerate BENCHMARKS.md (test/bench: Go benchmarks + ratios against same-run baselines; never part of make test).
 	nice -n 10 $(GO) run ./test/bench -out BENCHMARKS.md
 
+# SCALE_FLAGS scales the run down, e.g. SCALE_FLAGS="-pods 3000 -nodes 100 -agents 10".
+SCALE_FLAGS ?=
+.PHONY: scale
+scale: setup ## Scale harness (issue 11): what each agent receives at 30k pods / 1,000 nodes; prints BENCHMARKS.md's "Scale" rows.
+	$(GO) run ./test/scale/cmd/scale -modes today,today-protobuf $(SCALE_FLAGS)
+
 .PHONY: helm-test
 helm-test: ## Lint and render the Helm chart and run its tests.
 	$(GO) test -count=1 ./charts/...
