@@ -156,9 +156,13 @@ func (w *watcher) handle(infs ...cache.SharedIndexInformer) error {
 			UpdateFunc: func(_, o any) { w.on(o, false) },
 			DeleteFunc: func(o any) { w.on(o, true) },
 		}
-		if _, err := inf.AddEventHandler(h); err != nil {
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
 			return err
 		}
+		// The store syncs before the handler has been told of every listed object;
+		// sync counts wait for the handlers too.
+		w.sync = append(w.sync, reg.HasSynced)
 	}
 	return nil
 }
