@@ -40,9 +40,6 @@ type Config struct {
 	PodsPerNS     int   // pods per namespace
 	Seed          int64 // node choice and pod placement
 	Workers       int   // parallel writers while populating
-	// Protobuf asks for application/vnd.kubernetes.protobuf for built-in types in the
-	// agents' clients (docs/scale.md: "also, independent of the design").
-	Protobuf bool
 }
 
 // DefaultConfig returns issue 11's configuration.

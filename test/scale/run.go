@@ -92,7 +92,7 @@ func (h *Harness) Measure(ctx context.Context, mode Mode) (Result, error) {
 	defer cancel()
 	ws := map[string]*watcher{}
 	for _, n := range nodes {
-		w, err := newWatcher(h.rc, nodeName(n), mode, h.cfg.Protobuf)
+		w, err := newWatcher(h.rc, nodeName(n), mode)
 		if err != nil {
 			return res, err
 		}

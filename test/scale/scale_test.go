@@ -26,13 +26,14 @@ func TestScaleTiny(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	syncBytes := map[scale.Mode]int64{}
 	for _, tc := range []struct {
 		mode scale.Mode
 		// allPods: every agent receives every pod in full at sync.
 		allPods bool
 	}{
 		{scale.ModeToday, true},
-		{scale.ModeTodayProtobuf, true},
+		{scale.ModeTodayJSON, true},
 	} {
 		t.Run(string(tc.mode), func(t *testing.T) {
 			live, err := h.LivePods(ctx)
@@ -43,6 +44,7 @@ func TestScaleTiny(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			syncBytes[tc.mode] = r.Sync.Bytes
 			if r.Sync.Bytes == 0 || r.Churn.Bytes == 0 {
 				t.Errorf("bytes at sync %d, during churn %d: the counting transport saw nothing", r.Sync.Bytes, r.Churn.Bytes)
 			}
@@ -62,6 +64,11 @@ func TestScaleTiny(t *testing.T) {
 				t.Errorf("kube-apiserver CPU during sync = %v, want > 0", r.APICPUSync)
 			}
 		})
+	}
+	// client-go's typed clients ask for protobuf by default: today's agent already gets
+	// fewer bytes than JSON would cost (BENCHMARKS.md, "Scale").
+	if p, j := syncBytes[scale.ModeToday], syncBytes[scale.ModeTodayJSON]; p >= j {
+		t.Errorf("sync bytes: default (protobuf) %d >= JSON %d", p, j)
 	}
 }
 

@@ -31,8 +31,10 @@ const (
 	// ModeToday is the agent as agent.New builds it: cluster-wide informers on Pods,
 	// Namespaces, NetworkPolicies, Services and EndpointSlices, plus its own Node.
 	ModeToday Mode = "today"
-	// ModeTodayProtobuf is ModeToday asking for protobuf for built-in types.
-	ModeTodayProtobuf Mode = "today-protobuf"
+	// ModeTodayJSON is ModeToday with JSON on the wire. client-go v0.37's typed clients
+	// already ask for protobuf for built-in types, so ModeToday is protobuf; this is
+	// the cost for agents built with older client-go or with JSON forced.
+	ModeTodayJSON Mode = "today-json"
 )
 
 // countingTransport counts the response bytes the API server sends to one agent.
@@ -94,13 +96,13 @@ type watcher struct {
 	state     func() (compile.State, error)
 }
 
-func newWatcher(rc *rest.Config, node string, mode Mode, protobuf bool) (*watcher, error) {
+func newWatcher(rc *rest.Config, node string, mode Mode) (*watcher, error) {
 	w := &watcher{node: node, mode: mode, ipAt: map[types.NamespacedName]time.Time{}}
 	rc = rest.CopyConfig(rc)
 	rc.QPS, rc.Burst = 50, 100
-	if protobuf || mode == ModeTodayProtobuf {
-		rc.ContentType = "application/vnd.kubernetes.protobuf"
-		rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	if mode == ModeTodayJSON {
+		rc.ContentType = "application/json"
+		rc.AcceptContentTypes = "application/json"
 	}
 	// Compression would hide what the watch costs the API server to encode and send;
 	// client-go asks for gzip only on lists anyway. Count what arrives.
@@ -110,7 +112,7 @@ func newWatcher(rc *rest.Config, node string, mode Mode, protobuf bool) (*watche
 		return nil, err
 	}
 	switch mode {
-	case ModeToday, ModeTodayProtobuf:
+	case ModeToday, ModeTodayJSON:
 		err = w.today(cs)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)

@@ -28,7 +28,6 @@ func main() {
 	flag.DurationVar(&cfg.ChurnDuration, "churn", cfg.ChurnDuration, "churn duration")
 	flag.IntVar(&cfg.PodsPerNS, "pods-per-namespace", cfg.PodsPerNS, "pods per namespace")
 	flag.Int64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
-	flag.BoolVar(&cfg.Protobuf, "protobuf", cfg.Protobuf, "agents ask for protobuf for built-in types")
 	modes := flag.String("modes", string(scale.ModeToday), "comma-separated agent designs to measure, in order")
 	flag.Parse()
 	if err := cfg.Validate(); err != nil {
@@ -64,8 +63,8 @@ func run(ctx context.Context, cfg scale.Config, modes []string) error {
 		}
 		rows = append(rows, row(r))
 	}
-	fmt.Printf("\n%d pods, %d nodes, %d NetworkPolicies, %d agents, churn %g pod lives/s for %s, protobuf %v\n\n",
-		cfg.Pods, cfg.Nodes, cfg.Policies, cfg.Agents, cfg.ChurnRate, cfg.ChurnDuration, cfg.Protobuf)
+	fmt.Printf("\n%d pods, %d nodes, %d NetworkPolicies, %d agents, churn %g pod lives/s for %s\n\n",
+		cfg.Pods, cfg.Nodes, cfg.Policies, cfg.Agents, cfg.ChurnRate, cfg.ChurnDuration)
 	fmt.Println("| design | sync MB/agent | sync objects/agent | full pods/agent (foreign) | churn KB/s/agent | churn objects/s/agent | heap MB/agent | RSS MB (all agents) | latency p50 / p99 ms | apiserver CPU s: sync / churn |")
 	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rows {
