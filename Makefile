@@ -83,7 +83,7 @@ bench: setup ## Regenerate BENCHMARKS.md (test/bench: Go benchmarks + ratios aga
 SCALE_FLAGS ?=
 .PHONY: scale
 scale: setup ## Scale harness (issue 11): what each agent receives at 30k pods / 1,000 nodes; prints BENCHMARKS.md's "Scale" rows.
-	$(GO) run ./test/scale/cmd/scale -modes today,today-json $(SCALE_FLAGS)
+	$(GO) run ./test/scale/cmd/scale -modes today,today-json,local-pods $(SCALE_FLAGS)
 
 .PHONY: helm-test
 helm-test: ## Lint and render the Helm chart and run its tests.

@@ -34,6 +34,7 @@ func TestScaleTiny(t *testing.T) {
 	}{
 		{scale.ModeToday, true},
 		{scale.ModeTodayJSON, true},
+		{scale.ModeLocalPods, false},
 	} {
 		t.Run(string(tc.mode), func(t *testing.T) {
 			live, err := h.LivePods(ctx)
@@ -53,6 +54,9 @@ func TestScaleTiny(t *testing.T) {
 			}
 			if tc.allPods && r.Sync.ForeignPod == 0 {
 				t.Errorf("no foreign pods received at sync in mode %s", tc.mode)
+			}
+			if !tc.allPods && (r.Sync.ForeignPod != 0 || r.Churn.ForeignPod != 0) {
+				t.Errorf("mode %s received %d full pods of other nodes at sync, %d during churn, want none", tc.mode, r.Sync.ForeignPod, r.Churn.ForeignPod)
 			}
 			if r.LocalCompiled == 0 {
 				t.Errorf("no local pod has rules after sync")

@@ -35,6 +35,12 @@ const (
 	// already ask for protobuf for built-in types, so ModeToday is protobuf; this is
 	// the cost for agents built with older client-go or with JSON forced.
 	ModeTodayJSON Mode = "today-json"
+	// ModeLocalPods is option B's built-in part (docs/scale.md): the node's own Pods
+	// (field selector spec.nodeName) instead of all Pods, and Namespaces,
+	// NetworkPolicies, Services and EndpointSlices as today. It lacks option B's
+	// PodEndpoint stream (not implemented yet), so its rules miss remote peers: it
+	// measures the traffic of everything but that stream, not a working agent.
+	ModeLocalPods Mode = "local-pods"
 )
 
 // countingTransport counts the response bytes the API server sends to one agent.
@@ -113,21 +119,33 @@ func newWatcher(rc *rest.Config, node string, mode Mode) (*watcher, error) {
 	}
 	switch mode {
 	case ModeToday, ModeTodayJSON:
-		err = w.today(cs)
+		err = w.today(cs, false)
+	case ModeLocalPods:
+		err = w.today(cs, true)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
 	return w, err
 }
 
-// today mirrors agent.New's informers.
-func (w *watcher) today(cs kubernetes.Interface) error {
+// today mirrors agent.New's informers; localPods restricts the Pod informer to the node.
+func (w *watcher) today(cs kubernetes.Interface, localPods bool) error {
 	f := informers.NewSharedInformerFactory(cs, 0)
+	podF := f
+	if localPods {
+		podF = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", w.node).String()
+		}))
+	}
 	nodeF := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.node).String()
 	}))
 	w.factories = []informers.SharedInformerFactory{f, nodeF}
-	pods, nss, pols := f.Core().V1().Pods(), f.Core().V1().Namespaces(), f.Networking().V1().NetworkPolicies()
+	if localPods {
+		w.factories = append(w.factories, podF)
+	}
+	pods := podF.Core().V1().Pods()
+	nss, pols := f.Core().V1().Namespaces(), f.Networking().V1().NetworkPolicies()
 	svcs, eps := f.Core().V1().Services(), f.Discovery().V1().EndpointSlices()
 	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nss.Informer(), pols.Informer(), svcs.Informer(), eps.Informer(), nodeF.Core().V1().Nodes().Informer()} {
 		w.sync = append(w.sync, inf.HasSynced)
