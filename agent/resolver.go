@@ -54,4 +54,20 @@ func (a *Agent) NamespaceOfIfindex(ifindex int) (string, bool) {
 	return k.Namespace, ok
 }
 
-var _ events.Resolver = (*Agent)(nil)
+// DenyRule names the ClusterNetworkPolicy Deny rule that dropped a packet of the local
+// pod on ifindex, if one did (events.TierResolver).
+func (a *Agent) DenyRule(ifindex int, d rules.Direction, remote netip.Addr, proto rules.Protocol, port uint16) (compile.RuleRef, bool) {
+	k, ok := a.PodByIfindex(ifindex)
+	if !ok {
+		return compile.RuleRef{}, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ref, ok := a.comp.TierDecision(k, d, remote, proto, port)
+	return ref, ok && ref.Action == "Deny"
+}
+
+var (
+	_ events.Resolver     = (*Agent)(nil)
+	_ events.TierResolver = (*Agent)(nil)
+)

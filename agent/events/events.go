@@ -33,6 +33,12 @@ type Resolver interface {
 	Rule(id rules.RuleID) (compile.RuleRef, bool)
 }
 
+// TierResolver, if the Resolver implements it, names the ClusterNetworkPolicy Deny
+// rule behind a drop: the datapath only names the rules that allow.
+type TierResolver interface {
+	DenyRule(ifindex int, d rules.Direction, remote netip.Addr, proto rules.Protocol, port uint16) (compile.RuleRef, bool)
+}
+
 // Policy values of records whose verdict no policy rule decided.
 const (
 	// PolicyDefaultDeny: the pod is isolated in that direction and no rule allowed it.
@@ -72,6 +78,9 @@ type Record struct {
 	Policy string `json:"policy"`
 	// RuleIndex is the index of the deciding rule in the policy's ingress or egress list.
 	RuleIndex *int `json:"ruleIndex,omitempty"`
+	// Tier is the tier of the deciding rule: Admin, NetworkPolicy or Baseline (Policy is
+	// then a ClusterNetworkPolicy's name for Admin and Baseline); empty when no rule decided.
+	Tier string `json:"tier,omitempty"`
 	// Reason is the part of the datapath that decided (policy, conntrack, host, ...).
 	Reason string `json:"reason"`
 	Bytes  uint32 `json:"bytes"`
@@ -137,6 +146,17 @@ func (l *Logger) Record(e datapath.Event) Record {
 		r.Policy = PolicySourceValidation
 	case e.Rule == rules.RuleNone:
 		r.Policy = PolicyDefaultDeny
+		if tr, ok := l.res.(TierResolver); ok && e.Src.IsValid() {
+			remote, port := e.Src.Addr(), e.Dst.Port()
+			if e.Direction == rules.Egress {
+				remote = e.Dst.Addr()
+			}
+			if ref, ok := tr.DenyRule(e.Ifindex, e.Direction, remote, e.Protocol, port); ok {
+				r.Policy, r.Tier = ref.Policy.Name, ref.Tier
+				idx := ref.Index
+				r.RuleIndex = &idx
+			}
+		}
 	case e.Rule == rules.RuleUnisolated:
 		r.Policy = PolicyNone
 	case e.Rule == rules.RuleUnprogrammed:
@@ -148,6 +168,10 @@ func (l *Logger) Record(e datapath.Event) Record {
 	default:
 		if ref, ok := l.res.Rule(e.Rule); ok {
 			r.Policy = ref.Policy.String()
+			if ref.Tier != "" {
+				r.Policy = ref.Policy.Name
+			}
+			r.Tier = ref.TierOf()
 			idx := ref.Index
 			r.RuleIndex = &idx
 		} else {

@@ -40,6 +40,7 @@ var (
 		ifs: map[int]types.NamespacedName{12: web, 13: client},
 		rules: map[rules.RuleID]compile.RuleRef{
 			77: {Policy: types.NamespacedName{Namespace: "shop", Name: "allow-web"}, Direction: rules.Ingress, Index: 1},
+			79: {Policy: types.NamespacedName{Name: "platform"}, Direction: rules.Ingress, Index: 1, Tier: "Admin", Name: "monitoring", Action: "Accept"},
 		},
 	}
 	when = time.Date(2026, 11, 22, 21, 0, 0, 0, time.UTC)
@@ -70,7 +71,13 @@ func TestRecord(t *testing.T) {
 			name: "accept by a policy rule",
 			e:    ev(datapath.VerdictAllow, rules.Ingress, 77, 12, "10.201.0.3:40000", "10.201.0.2:8080"),
 			want: events.Record{Verdict: "ACCEPT", Direction: "ingress", SrcIP: "10.201.0.3", SrcPort: 40000, DstIP: "10.201.0.2", DstPort: 8080,
-				SrcNamespace: "shop", SrcPod: "client", DstNamespace: "shop", DstPod: "web", Policy: "shop/allow-web", RuleIndex: &idx},
+				SrcNamespace: "shop", SrcPod: "client", DstNamespace: "shop", DstPod: "web", Policy: "shop/allow-web", RuleIndex: &idx, Tier: "NetworkPolicy"},
+		},
+		{
+			name: "accept by an Admin-tier ClusterNetworkPolicy rule",
+			e:    ev(datapath.VerdictAllow, rules.Ingress, 79, 12, "10.201.0.3:40000", "10.201.0.2:8080"),
+			want: events.Record{Verdict: "ACCEPT", Direction: "ingress", SrcIP: "10.201.0.3", SrcPort: 40000, DstIP: "10.201.0.2", DstPort: 8080,
+				SrcNamespace: "shop", SrcPod: "client", DstNamespace: "shop", DstPod: "web", Policy: "platform", RuleIndex: &idx, Tier: "Admin"},
 		},
 		{
 			name: "egress to an outside address; local pod named by its interface",
@@ -259,5 +266,31 @@ func TestCollectorIsMonotonic(t *testing.T) {
 	src.err = errors.New("map gone")
 	if _, err := c.Totals(); err == nil {
 		t.Fatal("a failed read was not reported")
+	}
+}
+
+// tierResolver adds events.TierResolver: a drop of the egress to 169.254.169.254 is an
+// Admin Deny, every other drop the default deny.
+type tierResolver struct{ resolver }
+
+func (tierResolver) DenyRule(ifindex int, d rules.Direction, remote netip.Addr, proto rules.Protocol, port uint16) (compile.RuleRef, bool) {
+	if d == rules.Egress && remote == netip.MustParseAddr("169.254.169.254") && proto == rules.ProtocolTCP && port == 80 {
+		return compile.RuleRef{Policy: types.NamespacedName{Name: "platform"}, Direction: d, Index: 2, Tier: "Admin", Action: "Deny"}, true
+	}
+	return compile.RuleRef{}, false
+}
+
+func TestRecordTierDeny(t *testing.T) {
+	l := events.NewLogger(nil, "node-a", contract.EventLogAll, tierResolver{res})
+	for _, tc := range []struct {
+		dst, policy, tier string
+	}{
+		{"169.254.169.254:80", "platform", "Admin"},
+		{"169.254.169.254:81", events.PolicyDefaultDeny, ""},
+	} {
+		got := l.Record(ev(datapath.VerdictDeny, rules.Egress, rules.RuleNone, 13, "10.201.0.3:40000", tc.dst))
+		if got.Policy != tc.policy || got.Tier != tc.tier {
+			t.Errorf("drop to %s: policy %q tier %q, want %q %q", tc.dst, got.Policy, got.Tier, tc.policy, tc.tier)
+		}
 	}
 }
