@@ -235,6 +235,8 @@ type cnpItem struct {
 type cnpMatch struct {
 	r     *cnpRule
 	items []cnpItem
+	index map[netip.Prefix][]rules.PortRule // by buildIndex
+	lens  [2][]int
 }
 
 // resolveNamed resolves destinationNamedPort names against pod q's containerPorts, for
@@ -453,7 +455,7 @@ func (c *Compiler) TierDecision(pod types.NamespacedName, d rules.Direction, rem
 	q := hostPrefix(remote.Unmap())
 	admin, baseline := c.tierRules(p, d)
 	for _, r := range admin {
-		if covers(c.match(p, d, r).items, q, proto, port) {
+		if m := c.match(p, d, r); covers(&m, q, proto, port) {
 			if r.action == cnpv1beta1.ClusterNetworkPolicyRuleActionPass && len(c.selecting(p, d)) == 0 {
 				break // on to NetworkPolicy, which does not isolate: the Baseline decides
 			}
@@ -464,7 +466,7 @@ func (c *Compiler) TierDecision(pod types.NamespacedName, d rules.Direction, rem
 		return RuleRef{}, false
 	}
 	for _, r := range baseline {
-		if covers(c.match(p, d, r).items, q, proto, port) {
+		if m := c.match(p, d, r); covers(&m, q, proto, port) {
 			return r.ref, true
 		}
 	}

@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"slices"
 
@@ -17,8 +18,29 @@ func (b *batch) tiered(p *podInfo, d rules.Direction) rules.DirectionRules {
 	if len(admin) == 0 && len(baseline) == 0 {
 		return b.dirRules(p, d)
 	}
+	// Pods with the same NetworkPolicies and tier rules share the result, unless named
+	// ports make it depend on the pod itself (ingress: the pod's own containerPorts).
+	pols := b.c.selecting(p, d)
+	key := []byte{'T', byte(d)}
+	for _, pol := range pols {
+		key = append(append(append(key, pol.key.Namespace...), 0), append([]byte(pol.key.Name), 0)...)
+	}
+	key = append(key, 1)
+	named := false
+	for _, r := range append(admin, baseline...) {
+		key = binary.BigEndian.AppendUint32(key, uint32(r.id))
+		named = named || len(r.named) > 0
+	}
+	if d == rules.Ingress && (named || slices.ContainsFunc(pols, func(pol *policyInfo) bool {
+		return slices.ContainsFunc(pol.rules[d], func(r *ruleInfo) bool { return len(r.named) > 0 })
+	})) {
+		key = append(append(key, 2), p.key.String()...)
+	}
+	if dr, ok := b.memo[string(key)]; ok {
+		return dr
+	}
 	var np []rules.Entry
-	isolated := len(b.c.selecting(p, d)) > 0
+	isolated := len(pols) > 0
 	if isolated {
 		np = b.npEntries(p, d)
 	}
@@ -33,41 +55,66 @@ func (b *batch) tiered(p *podInfo, d rules.Direction) rules.DirectionRules {
 	if d == rules.Egress {
 		entries = b.addServices(entries)
 	}
-	return rules.DirectionRules{State: rules.StateIsolated, Entries: entries}
+	dr := rules.DirectionRules{State: rules.StateIsolated, Entries: entries}
+	b.memo[string(key)] = dr
+	return dr
 }
 
 // region is the set of addresses an LPM prefix owns among all the prefixes in play: a
 // rule item's prefix either contains all of it or none of it, so a verdict is a
 // function of (protocol, port) alone there.
-func covers(items []cnpItem, q netip.Prefix, proto rules.Protocol, port uint16) bool {
-	for _, it := range items {
-		if containsPrefix(it.prefix, q) {
-			for _, pr := range it.ports {
-				if pr.Matches(proto, port) {
-					return true
-				}
+func covers(m *cnpMatch, q netip.Prefix, proto rules.Protocol, port uint16) bool {
+	if m.index == nil {
+		m.buildIndex()
+	}
+	fam := family(q)
+	for _, bits := range m.lens[fam] {
+		if bits > q.Bits() {
+			continue
+		}
+		for _, pr := range m.index[netip.PrefixFrom(q.Addr(), bits).Masked()] {
+			if pr.Matches(proto, port) {
+				return true
 			}
 		}
 	}
 	return false
 }
 
-// owner is the longest entry of np that contains q.
-func owner(np []rules.Entry, q netip.Prefix) *rules.Entry {
-	var best *rules.Entry
-	for i := range np {
-		if containsPrefix(np[i].Prefix, q) && (best == nil || np[i].Prefix.Bits() > best.Prefix.Bits()) {
-			best = &np[i]
+// buildIndex groups a match's items by prefix, with the prefix lengths in use, so that
+// covers looks up each enclosing prefix instead of scanning every item.
+func (m *cnpMatch) buildIndex() {
+	m.index = map[netip.Prefix][]rules.PortRule{}
+	var seen [2][129]bool
+	for _, it := range m.items {
+		m.index[it.prefix] = append(m.index[it.prefix], it.ports...)
+		if f := family(it.prefix); !seen[f][it.prefix.Bits()] {
+			seen[f][it.prefix.Bits()] = true
+			m.lens[f] = append(m.lens[f], it.prefix.Bits())
 		}
 	}
-	return best
+}
+
+// owner is the longest entry of np that contains q.
+func owner(np *lpm, q netip.Prefix) *rules.Entry {
+	fam := family(q)
+	for _, bits := range np.lens[fam] { // longest first
+		if bits > q.Bits() {
+			continue
+		}
+		if i, ok := np.index[netip.PrefixFrom(q.Addr(), bits).Masked()]; ok {
+			return &np.entries[i]
+		}
+	}
+	return nil
 }
 
 // verdict evaluates one packet class (addresses q owns, proto, port) through the tiers.
 func verdict(q netip.Prefix, proto rules.Protocol, port uint16, np *rules.Entry, isolated bool, admin, baseline []cnpMatch) (bool, rules.RuleID) {
 admin:
-	for _, m := range admin {
-		if !covers(m.items, q, proto, port) {
+	for i := range admin {
+		m := &admin[i]
+		if !covers(m, q, proto, port) {
 			continue
 		}
 		switch m.r.action {
@@ -88,8 +135,9 @@ admin:
 		}
 		return false, rules.RuleNone
 	}
-	for _, m := range baseline {
-		if !covers(m.items, q, proto, port) {
+	for i := range baseline {
+		m := &baseline[i]
+		if !covers(m, q, proto, port) {
 			continue
 		}
 		if m.r.action == cnpv1beta1.ClusterNetworkPolicyRuleActionDeny {
@@ -146,8 +194,9 @@ func compose(np []rules.Entry, isolated bool, admin, baseline []cnpMatch) []rule
 		prefix netip.Prefix
 		out    int
 	}
+	npIndex := newLPM(np)
 	for _, q := range prefixes {
-		o := owner(np, q)
+		o := owner(npIndex, q)
 		var ports []rules.PortRule
 		allPorts := true // every port of every port protocol allowed by one rule
 		var firstID rules.RuleID

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
@@ -259,6 +260,126 @@ func TestTiersReferenceModel(t *testing.T) {
 	for _, k := range []string{"Admin-Accept-true", "Admin-Deny-false", "Baseline-Accept-true", "Baseline-Deny-false", "Baseline-Pass-true", "np-true", "np-false"} {
 		if stats[k] < 20 {
 			t.Errorf("only %d flows of kind %s: the generator is too narrow", stats[k], k)
+		}
+	}
+}
+
+// TestTiersIncremental: ClusterNetworkPolicies, Nodes and pod changes applied one by
+// one give what a fresh Build of the final state gives, and Delete undoes Upsert.
+func TestTiersIncremental(t *testing.T) {
+	for seed := range 80 {
+		r := rand.New(rand.NewPCG(uint64(seed), 11))
+		full := State(compiletest.RandTieredCluster(r))
+		base := full
+		base.ClusterNetworkPolicies, base.Nodes = nil, nil
+		c, err := Build(base, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range full.Nodes {
+			c.UpsertNode(n)
+		}
+		for _, cnp := range full.ClusterNetworkPolicies {
+			if _, err := c.UpsertClusterNetworkPolicy(cnp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A pod relabelled after the policies exist.
+		if len(full.Pods) > 0 {
+			p := full.Pods[r.IntN(len(full.Pods))].DeepCopy()
+			p.Labels = compiletest.RandLabels(r)
+			if _, err := c.UpsertPod(p); err != nil {
+				t.Fatal(err)
+			}
+			for i, q := range full.Pods {
+				if q.Namespace == p.Namespace && q.Name == p.Name {
+					full.Pods = append(slices.Clone(full.Pods[:i]), append([]*corev1.Pod{p}, full.Pods[i+1:]...)...)
+					break
+				}
+			}
+		}
+		// A namespace relabelled: subjects and peers select by namespace labels.
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nsNames[r.IntN(len(nsNames))], Labels: compiletest.RandLabels(r)}}
+		c.UpsertNamespace(ns)
+		full.Namespaces = append(slices.DeleteFunc(slices.Clone(full.Namespaces), func(o *corev1.Namespace) bool { return o.Name == ns.Name }), ns)
+		want, err := Build(full, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range want.Pods() {
+			a, _ := c.Rules(k)
+			b, _ := want.Rules(k)
+			if a == nil || !equalPodRules(a, b) {
+				t.Fatalf("seed %d: %s incrementally %+v, built %+v", seed, k, a, b)
+			}
+		}
+		for _, cnp := range full.ClusterNetworkPolicies {
+			c.DeleteClusterNetworkPolicy(cnp.Name)
+		}
+		// Without the policies: NetworkPolicy only, as a fresh Build says.
+		final := full
+		final.ClusterNetworkPolicies = nil
+		npOnly, err := Build(final, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range npOnly.Pods() {
+			a, _ := c.Rules(k)
+			b, _ := npOnly.Rules(k)
+			if a == nil || !equalPodRules(a, b) {
+				t.Fatalf("seed %d: %s after deleting every ClusterNetworkPolicy %+v, want %+v", seed, k, a, b)
+			}
+		}
+		if changed := c.Recompute(); len(changed) != 0 {
+			t.Fatalf("seed %d: recompute after deletes changed %v", seed, changed)
+		}
+	}
+}
+
+// benchTiers are the README's worked example: an Admin deny to the metadata IP and
+// accept from a monitoring namespace, a Baseline deny-all (both directions, with DNS).
+func benchTiers() []*cnpv1beta1.ClusterNetworkPolicy {
+	all := &metav1.LabelSelector{}
+	return []*cnpv1beta1.ClusterNetworkPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "platform"}, Spec: cnpv1beta1.ClusterNetworkPolicySpec{Tier: cnpv1beta1.AdminTier, Priority: 10,
+			Subject: cnpv1beta1.ClusterNetworkPolicySubject{Namespaces: all},
+			Ingress: []cnpv1beta1.ClusterNetworkPolicyIngressRule{{Action: cnpv1beta1.ClusterNetworkPolicyRuleActionAccept,
+				From: []cnpv1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{NamespaceNameLabel: "ns-0"}}}}}},
+			Egress: []cnpv1beta1.ClusterNetworkPolicyEgressRule{{Action: cnpv1beta1.ClusterNetworkPolicyRuleActionDeny,
+				To: []cnpv1beta1.ClusterNetworkPolicyEgressPeer{{Networks: []cnpv1beta1.CIDR{"169.254.169.254/32"}}}}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "baseline"}, Spec: cnpv1beta1.ClusterNetworkPolicySpec{Tier: cnpv1beta1.BaselineTier, Priority: 10,
+			Subject: cnpv1beta1.ClusterNetworkPolicySubject{Namespaces: all},
+			Ingress: []cnpv1beta1.ClusterNetworkPolicyIngressRule{{Action: cnpv1beta1.ClusterNetworkPolicyRuleActionDeny,
+				From: []cnpv1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: all}}}},
+			Egress: []cnpv1beta1.ClusterNetworkPolicyEgressRule{
+				{Action: cnpv1beta1.ClusterNetworkPolicyRuleActionAccept, To: []cnpv1beta1.ClusterNetworkPolicyEgressPeer{{Networks: []cnpv1beta1.CIDR{"10.96.0.10/32"}}},
+					Protocols: []cnpv1beta1.ClusterNetworkPolicyProtocol{{UDP: &cnpv1beta1.ClusterNetworkPolicyProtocolUDP{DestinationPort: &cnpv1beta1.Port{Number: 53}}}}},
+				{Action: cnpv1beta1.ClusterNetworkPolicyRuleActionDeny, To: []cnpv1beta1.ClusterNetworkPolicyEgressPeer{{Networks: []cnpv1beta1.CIDR{"0.0.0.0/0", "::/0"}}}}}}},
+	}
+}
+
+// BenchmarkTiersNodeLabelChange is BenchmarkIncrementalNodeLabelChange (10k pods, 2k
+// policies, the agent of a node with 100 pods) with benchTiers in force: every change
+// then recomputes the node's pods.
+func BenchmarkTiersNodeLabelChange(b *testing.B) {
+	s := benchState(100, 100)
+	for i, p := range s.Pods {
+		p.Spec.NodeName = fmt.Sprintf("node-%d", i%100)
+	}
+	s.ClusterNetworkPolicies = benchTiers()
+	c, err := Build(s, Options{Node: "node-7"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pods := [2]*corev1.Pod{s.Pods[5050].DeepCopy(), s.Pods[5050].DeepCopy()}
+	pods[0].Labels["tier"], pods[1].Labels["tier"] = "tier-1", "tier-2"
+	if _, err := c.UpsertPod(pods[1]); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := c.UpsertPod(pods[i%2]); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
