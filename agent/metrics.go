@@ -4,9 +4,12 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
+
+	"github.com/strictgate/strictgate/agent/datapath"
 )
 
 // metrics are the agent's own metrics; the kernel's verdict counters are exported by
@@ -87,4 +90,88 @@ func LocalAddrs() ([]netip.Addr, error) {
 		out = append(out, ip)
 	}
 	return out, nil
+}
+
+// StatsSource reads the datapath's node-wide statistics (*datapath.Datapath).
+type StatsSource interface {
+	Stats() (datapath.Stats, error)
+}
+
+// datapathStat is one field of datapath.Stats exported as a counter.
+type datapathStat struct {
+	desc *prometheus.Desc
+	get  func(datapath.Stats) uint64
+}
+
+// datapathStats are the kernel's node-wide counters (sg_stats), read at scrape time. They
+// are per-CPU counters in a pinned map that survives agent restarts, so they only ever
+// grow while the node's datapath exists: Prometheus counters as they are.
+var datapathStats = []datapathStat{
+	{prometheus.NewDesc("strictgate_datapath_events_sent_total",
+		"Policy events the datapath wrote to its ring buffer for the agent's policy event log.", nil, nil),
+		func(s datapath.Stats) uint64 { return s.EventsSent }},
+	{prometheus.NewDesc("strictgate_datapath_events_lost_total",
+		"Policy events the datapath could not write because the ring buffer was full (the agent read too slowly); the packets were still judged and counted, only their log lines are missing.", nil, nil),
+		func(s datapath.Stats) uint64 { return s.EventsLost }},
+	{prometheus.NewDesc("strictgate_datapath_events_rate_limited_total",
+		"Policy events the datapath suppressed because the per-CPU event rate limit (agent.policyEventLogs rate and burst) was exceeded; the packets were still judged and counted.", nil, nil),
+		func(s datapath.Stats) uint64 { return s.EventsRateLimited }},
+	{prometheus.NewDesc("strictgate_datapath_no_pod_packets_total",
+		"Packets dropped on an interface that carries strictgate's programs but has no pod entry.", nil, nil),
+		func(s datapath.Stats) uint64 { return s.NoPod }},
+	{prometheus.NewDesc("strictgate_datapath_unparseable_packets_total",
+		"Packets the datapath could not parse (dropped unless their direction was open).", nil, nil),
+		func(s datapath.Stats) uint64 { return s.Unparseable }},
+	{prometheus.NewDesc("strictgate_datapath_fragments_unknown_total",
+		"Non-first IP fragments whose first fragment the datapath had not seen.", nil, nil),
+		func(s datapath.Stats) uint64 { return s.FragmentUnknown }},
+	{prometheus.NewDesc("strictgate_datapath_conntrack_created_total",
+		"Connection tracking entries the datapath created.", nil, nil),
+		func(s datapath.Stats) uint64 { return s.ConntrackCreated }},
+	{prometheus.NewDesc("strictgate_datapath_conntrack_recheck_denied_total",
+		"Tracked connections cut because a newer policy denies them.", nil, nil),
+		func(s datapath.Stats) uint64 { return s.ConntrackRecheckDenied }},
+	{prometheus.NewDesc("strictgate_datapath_conntrack_expired_total",
+		"Connection tracking entries found expired.", nil, nil),
+		func(s datapath.Stats) uint64 { return s.ConntrackExpired }},
+}
+
+var statsReadErrDesc = prometheus.NewDesc("strictgate_datapath_stats_read_errors_total",
+	"Failed reads of the datapath's node-wide statistics at scrape time.", nil, nil)
+
+// StatsCollector exports the datapath's node-wide statistics, among them the policy
+// events lost (ring buffer full) and rate-limited, at scrape time.
+type StatsCollector struct {
+	src    StatsSource
+	mu     sync.Mutex
+	errors float64
+}
+
+// NewStatsCollector reads src at every scrape.
+func NewStatsCollector(src StatsSource) *StatsCollector { return &StatsCollector{src: src} }
+
+// Describe implements prometheus.Collector.
+func (c *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, s := range datapathStats {
+		ch <- s.desc
+	}
+	ch <- statsReadErrDesc
+}
+
+// Collect implements prometheus.Collector. A failed read exports no stale values, only
+// the error counter, so a broken read shows as such rather than as a flat line.
+func (c *StatsCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.src.Stats()
+	c.mu.Lock()
+	if err != nil {
+		c.errors++
+	}
+	ch <- prometheus.MustNewConstMetric(statsReadErrDesc, prometheus.CounterValue, c.errors)
+	c.mu.Unlock()
+	if err != nil {
+		return
+	}
+	for _, s := range datapathStats {
+		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.CounterValue, float64(s.get(st)))
+	}
 }

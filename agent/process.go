@@ -102,7 +102,7 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(events.NewCollector(dp, a.NamespaceOfIfindex))
+	reg.MustRegister(events.NewCollector(dp, a.NamespaceOfIfindex), NewStatsCollector(dp))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
