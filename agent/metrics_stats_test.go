@@ -3,10 +3,13 @@ package agent
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/datapath/packet"
+	"github.com/strictgate/strictgate/agent/events"
 	"github.com/strictgate/strictgate/agent/rules"
 	"github.com/strictgate/strictgate/internal/testenv"
 )
@@ -164,6 +168,99 @@ func TestStatsCollectorReadError(t *testing.T) {
 		}
 		if len(mfs) != 1 || mfs[0].GetName() != "strictgate_datapath_stats_read_errors_total" || mfs[0].GetMetric()[0].GetCounter().GetValue() != float64(want) {
 			t.Fatalf("scrape %d of a failing source: %v; want only the error counter at %d", want, mfs, want)
+		}
+	}
+}
+
+// dashboardMetrics returns every metric name the chart's Grafana dashboard queries: the
+// identifiers with strictgate's metric prefixes in each panel target's expression.
+func dashboardMetrics(t *testing.T) map[string][]string {
+	t.Helper()
+	b, err := os.ReadFile("../charts/strictgate/dashboards/strictgate.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	name := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
+	out := map[string][]string{}
+	for _, p := range d.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			found := false
+			for _, id := range name.FindAllString(tg.Expr, -1) {
+				if strings.HasPrefix(id, "strictgate_") || strings.HasPrefix(id, "network_policy_") {
+					out[id] = append(out[id], p.Title)
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("panel %q: query %q names no strictgate metric", p.Title, tg.Expr)
+			}
+		}
+	}
+	return out
+}
+
+// webhookDashboardMetrics are the dashboard's metrics the webhook exports, not the agent.
+var webhookDashboardMetrics = map[string]bool{
+	"strictgate_webhook_request_duration_seconds": true,
+	"strictgate_hygiene_findings_total":           true,
+}
+
+// TestPrivilegedDashboardAgentMetricsExported checks every agent metric the dashboard
+// queries against a scrape of the agent's metrics (all of its collectors, over a real
+// datapath holding a pod), so a panel naming a metric the agent does not export fails.
+func TestPrivilegedDashboardAgentMetricsExported(t *testing.T) {
+	testenv.RequireRoot(t, "loads eBPF programs")
+	d, err := datapath.Open(datapath.Options{Ephemeral: true})
+	if err != nil {
+		t.Fatalf("open datapath: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if _, err := d.Register(401, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	a := &Agent{log: logr.Discard(), ready: make(chan struct{})}
+	if err := newMetrics(a).register(reg); err != nil {
+		t.Fatal(err)
+	}
+	reg.MustRegister(events.NewCollector(d, func(int) (string, bool) { return "shop", true }), NewStatsCollector(d))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	addr := testenv.FreeAddr(t)
+	if _, err := serveMetrics(ctx, addr, reg, a); err != nil {
+		t.Fatal(err)
+	}
+	_, names := scrape(t, "http://"+addr+"/metrics")
+	want := dashboardMetrics(t)
+	if len(want) < 8 {
+		t.Fatalf("dashboard names only %d metrics: %v", len(want), want)
+	}
+	for m, panels := range want {
+		base := m
+		for _, suf := range []string{"_bucket", "_sum", "_count"} {
+			if b, ok := strings.CutSuffix(m, suf); ok && (names[b] || webhookDashboardMetrics[b]) {
+				base = b
+			}
+		}
+		if webhookDashboardMetrics[base] {
+			continue
+		}
+		if !names[base] {
+			t.Errorf("dashboard panels %q query %s, which the agent does not export", panels, m)
 		}
 	}
 }
