@@ -356,6 +356,7 @@ func TestAPIServer(t *testing.T) {
 	t.Run("GateGuard", e.testGateGuard)
 	t.Run("BadInput", e.testBadInput)
 	t.Run("Metrics", e.testMetrics)
+	t.Run("DashboardMetrics", e.testDashboardMetrics)
 	// Last: it replaces the serving certificate, which the API server does not trust.
 	t.Run("CertReload", e.testCertReload)
 }
