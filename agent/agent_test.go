@@ -33,6 +33,12 @@ func TestConfigValidate(t *testing.T) {
 		{"bad event mode", func(c *agent.Config) { c.EventMode = "some" }, `unknown --event-mode "some"`},
 		{"negative rate", func(c *agent.Config) { c.EventRate = -1 }, "--event-rate -1"},
 		{"no workers", func(c *agent.Config) { c.Workers = 0 }, "--workers 0"},
+		{"rotated event log", func(c *agent.Config) {
+			c.EventLogFile, c.EventLogMaxSizeMB, c.EventLogMaxBackups = "/var/log/sg.log", 10, 3
+		}, ""},
+		{"rotated event log without a file", func(c *agent.Config) { c.EventLogMaxSizeMB, c.EventLogMaxBackups = 10, 3 }, "want an absolute path"},
+		{"rotated event log without backups", func(c *agent.Config) { c.EventLogFile, c.EventLogMaxSizeMB = "/var/log/sg.log", 10 }, "max backups 0"},
+		{"backups without rotation", func(c *agent.Config) { c.EventLogFile, c.EventLogMaxBackups = "/var/log/sg.log", 3 }, "needs --event-log-max-size-mb"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := agent.DefaultConfig()

@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/strictgate/strictgate/agent/eventlog/hostfile"
 	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/internal/flagutil"
 )
@@ -24,6 +25,10 @@ type Config struct {
 	MetricsAddr string
 	// EventLogFile receives the policy event log in addition to stdout; empty: stdout only.
 	EventLogFile string
+	// EventLogMaxSizeMB rotates EventLogFile at this size, keeping EventLogMaxBackups
+	// rotated files (agent/eventlog/hostfile); 0: append without rotation.
+	EventLogMaxSizeMB  int
+	EventLogMaxBackups int
 	// EventMode is none, deny (DENY and AUDIT verdicts) or all.
 	EventMode contract.EventLogMode
 	// EventRate limits kernel events per second, node-wide (0 = unlimited).
@@ -94,6 +99,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file; empty: in-cluster configuration")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address of /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.EventLogFile, "event-log-file", c.EventLogFile, "also append policy event logs (JSON lines) to this file")
+	fs.IntVar(&c.EventLogMaxSizeMB, "event-log-max-size-mb", c.EventLogMaxSizeMB, "rotate --event-log-file at this many megabytes (0: never rotate)")
+	fs.IntVar(&c.EventLogMaxBackups, "event-log-max-backups", c.EventLogMaxBackups, "rotated --event-log-file files to keep (with --event-log-max-size-mb)")
 	fs.Func("event-mode", "policy events to log: none, deny (DENY and AUDIT) or all (default "+string(c.EventMode)+")", func(s string) error {
 		m, err := contract.ParseEventLogMode(s)
 		c.EventMode = m
@@ -122,6 +129,13 @@ func (c *Config) Validate() error {
 	}
 	if _, err := contract.ParseEventLogMode(string(c.EventMode)); err != nil {
 		errs = append(errs, fmt.Errorf("unknown --event-mode %q: want none, deny or all", c.EventMode))
+	}
+	if c.EventLogMaxSizeMB != 0 {
+		if err := (hostfile.Options{Path: c.EventLogFile, MaxSizeMB: c.EventLogMaxSizeMB, MaxBackups: c.EventLogMaxBackups}).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--event-log-file with --event-log-max-size-mb: %w", err))
+		}
+	} else if c.EventLogMaxBackups != 0 {
+		errs = append(errs, errors.New("--event-log-max-backups needs --event-log-max-size-mb"))
 	}
 	if c.EventRate < 0 {
 		errs = append(errs, fmt.Errorf("--event-rate %d: want 0 (unlimited) or more", c.EventRate))

@@ -15,6 +15,7 @@ import (
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/strictgate/strictgate/agent/datapath"
+	"github.com/strictgate/strictgate/agent/eventlog/hostfile"
 	"github.com/strictgate/strictgate/agent/events"
 	"github.com/strictgate/strictgate/internal/contract"
 )
@@ -109,7 +110,15 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 	errc := make(chan error, 3)
 
 	w := stdout
-	if cfg.EventLogFile != "" {
+	if cfg.EventLogFile != "" && cfg.EventLogMaxSizeMB > 0 {
+		// A size-rotated node file for log shippers: the same lines as stdout.
+		f, err := hostfile.Open(hostfile.Options{Path: cfg.EventLogFile, MaxSizeMB: cfg.EventLogMaxSizeMB, MaxBackups: cfg.EventLogMaxBackups})
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = io.MultiWriter(stdout, f)
+	} else if cfg.EventLogFile != "" {
 		f, err := os.OpenFile(cfg.EventLogFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o640)
 		if err != nil {
 			return fmt.Errorf("open event log: %w", err)

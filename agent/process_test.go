@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,10 +88,12 @@ func TestPrivilegedMainAuditMode(t *testing.T) {
 	cfg.Kubeconfig = writeKubeconfig(t, rc)
 	cfg.MetricsAddr = testenv.FreeAddr(t)
 	cfg.EventLogFile = filepath.Join(t.TempDir(), "events.log")
-	cfg.PinRoot = "/sys/fs/bpf/strictgate" // private bpffs (Isolate)
+	cfg.EventLogMaxSizeMB, cfg.EventLogMaxBackups = 1, 1 // the size-rotated node file (hostFile in the chart)
+	cfg.PinRoot = "/sys/fs/bpf/strictgate"               // private bpffs (Isolate)
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- agent.Main(mctx, cfg, io.Discard, testr.New(t)) }()
+	stdout := &syncBuffer{}
+	go func() { done <- agent.Main(mctx, cfg, stdout, testr.New(t)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -136,6 +139,25 @@ func TestPrivilegedMainAuditMode(t *testing.T) {
 	}
 	if !strings.Contains(log, `"dstPod":"web"`) || !strings.Contains(log, `"policy":"default-deny"`) {
 		t.Fatalf("AUDIT event lacks pod or policy:\n%s", log)
+	}
+	// The node file holds the very lines of stdout (stdout is written first), one JSON
+	// object per line that jq parses, and grep finds the verdict lines jq selects.
+	if out := stdout.String(); !strings.HasPrefix(out, log) {
+		t.Fatalf("event log file is not the lines of stdout:\nfile:\n%s\nstdout:\n%s", log, out)
+	}
+	if out, err := exec.Command("jq", "-e", "-c", ".verdict", cfg.EventLogFile).CombinedOutput(); err != nil {
+		t.Fatalf("jq cannot parse the event log file: %v\n%s", err, out)
+	}
+	jqN, err := exec.Command("jq", "-c", `select(.verdict == "AUDIT")`, cfg.EventLogFile).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	grepN, err := exec.Command("grep", `"verdict":"AUDIT"`, cfg.EventLogFile).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(grepN), "\n"); n == 0 || n != strings.Count(string(jqN), "\n") {
+		t.Fatalf("grep finds %d AUDIT lines, jq %d", n, strings.Count(string(jqN), "\n"))
 	}
 	_, metrics := httpGet("http://" + cfg.MetricsAddr + "/metrics")
 	for _, want := range []string{
