@@ -164,6 +164,9 @@ type Agent struct {
 	// programmed in between would get rules without the policy it waited for.
 	denyNS map[string]bool
 
+	// add holds the IPs the CNI plugin reported at ADD (cniadd.go).
+	add addIPs
+
 	ready     chan struct{}
 	readyOnce sync.Once
 	initial   map[types.NamespacedName]struct{} // start-up keys not yet reconciled once

@@ -55,6 +55,10 @@ type Config struct {
 	// DefaultDeny is the webhook's --default-deny: whether enforced namespaces get
 	// strictgate-default-deny, so whether a pod's first programming waits for it.
 	DefaultDeny bool
+	// CNISocket, if set, is the unix socket on which the chained CNI plugin asks the
+	// agent to program a pod at CNI ADD (agent/cniserver); CNITimeout bounds one request.
+	CNISocket  string
+	CNITimeout time.Duration
 }
 
 // Scope is the set of namespaces strictgate does not enforce, as the webhook computes it.
@@ -72,6 +76,7 @@ func DefaultConfig() Config {
 		EventRate:    1000,
 		PinRoot:      contract.DefaultPinRoot,
 		ResyncPeriod: time.Minute,
+		CNITimeout:   3 * time.Second,
 		Workers:      4,
 		AllowHost:    true,
 		Namespace:    defaultNamespace(),
@@ -115,6 +120,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "strictgate's own namespace, never enforced (give the webhook's --namespace; env POD_NAMESPACE)")
 	fs.Var(flagutil.NewStringList(&c.ExcludedNamespaces), "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated; give the webhook's --exclude-namespace values)")
 	fs.Var(contract.NamespaceSelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", contract.NamespaceSelectorUsage+" (give the webhook's value)")
+	fs.StringVar(&c.CNISocket, "cni-socket", c.CNISocket, "unix socket (mode 0600) on which the CNI plugin asks for program-at-ADD; empty disables")
+	fs.DurationVar(&c.CNITimeout, "cni-timeout", c.CNITimeout, "how long one program-at-ADD request may take")
 	fs.BoolVar(&c.DefaultDeny, "default-deny", c.DefaultDeny, "enforced namespaces get strictgate-default-deny, so a new pod's first programming waits for it (give the webhook's value)")
 }
 

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
+	"github.com/strictgate/strictgate/agent/cniserver"
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/eventlog/hostfile"
 	"github.com/strictgate/strictgate/agent/events"
@@ -107,7 +108,7 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 
 	w := stdout
 	if cfg.EventLogFile != "" && cfg.EventLogMaxSizeMB > 0 {
@@ -139,6 +140,14 @@ func Main(ctx context.Context, cfg Config, stdout io.Writer, log logr.Logger) er
 			return err
 		}
 		defer srv.Close()
+	}
+	if cfg.CNISocket != "" {
+		srv := &cniserver.Server{Path: cfg.CNISocket, Handler: a.ProgramAtAdd, Timeout: cfg.CNITimeout, Log: log.WithName("cni")}
+		l, err := srv.Listen()
+		if err != nil {
+			return err
+		}
+		go func() { errc <- srv.Serve(ctx, l) }()
 	}
 	go func() { errc <- a.Run(ctx) }()
 	select {

@@ -30,6 +30,7 @@ func (a *Agent) addHandlers() error {
 		UpdateFunc: func(_, o any) { a.onPod(o) },
 		DeleteFunc: func(o any) {
 			if k, ok := keyOf(o); ok {
+				a.add.drop(k)
 				a.apply(func() []types.NamespacedName { return a.comp.DeletePod(k) }, k)
 			}
 		},
@@ -114,6 +115,7 @@ func (a *Agent) onPod(o any) {
 		return
 	}
 	k := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	p = a.withAddIPs(p)
 	a.apply(func() []types.NamespacedName {
 		changed, err := a.comp.UpsertPod(p)
 		if err != nil {
@@ -237,6 +239,14 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 		pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return a.forget(key)
 	}
+	return a.program(ctx, key, a.withAddIPs(pod), false)
+}
+
+// program writes the pod's compiled rules into the kernel and reads them back. atAdd
+// (the CNI plugin asked, agent/cniserver) leaves the condition alone: it is set by the
+// normal reconcile that follows, which finds the kernel already programmed, so the one
+// path that turns it True stays the one above.
+func (a *Agent) program(ctx context.Context, key types.NamespacedName, pod *corev1.Pod, atAdd bool) error {
 	a.mu.Lock()
 	st := a.pods[key]
 	if st != nil && st.uid != pod.UID {
@@ -261,11 +271,17 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	waiting := a.waitsForDefaultDeny(pod, st)
 	a.mu.Unlock()
 	if !hasIP || !hasRules {
+		if atAdd {
+			return fmt.Errorf("no rules compiled for %s yet", key)
+		}
 		return nil // the CNI plugin holds the pod in the mode's unprogrammed state
 	}
 	if waiting {
 		// Leave the datapath alone: the pod stays as the CNI plugin attached it. The
 		// policy's informer event queues the pod again.
+		if atAdd {
+			return errWaitingForDefaultDeny
+		}
 		_, err := a.setCondition(ctx, pod, st, a.waitingCondition(pod.Namespace))
 		return err
 	}
@@ -273,6 +289,9 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	ifc, err := a.deps.Interfaces.HostInterface(ip)
 	if errors.Is(err, netdev.ErrHostAddress) {
 		return a.forget(key)
+	}
+	if err != nil && atAdd {
+		return fmt.Errorf("find interface of %s: %w", key, err)
 	}
 	if err != nil {
 		a.setStatus(key, statusFailed)
@@ -298,7 +317,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	// its rules, without a window in the closed initial state.
 	if err := a.deps.Datapath.Register(ifc.Index, a.cfg.Mode.InitialState()); err != nil {
 		a.m.datapathErrors.WithLabelValues("register").Inc()
-		return a.fail(ctx, pod, st, key, contract.ReasonProgrammingFailed, fmt.Errorf("register %s: %w", ifc, err))
+		return a.fail(ctx, pod, st, key, atAdd, contract.ReasonProgrammingFailed, fmt.Errorf("register %s: %w", ifc, err))
 	}
 	a.mu.Lock()
 	deep := st.deepVerify
@@ -312,13 +331,13 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	if !rulesOK {
 		if err := a.deps.Datapath.Program(ifc.Index, r); err != nil {
 			a.m.datapathErrors.WithLabelValues("program").Inc()
-			return a.fail(ctx, pod, st, key, contract.ReasonProgrammingFailed, fmt.Errorf("program %s: %w", ifc, err))
+			return a.fail(ctx, pod, st, key, atAdd, contract.ReasonProgrammingFailed, fmt.Errorf("program %s: %w", ifc, err))
 		}
 	}
 	// Always: Attach re-attaches hooks someone removed and is a no-op otherwise.
 	if err := a.deps.Datapath.Attach(ifc.Index, a.cfg.Mode.InitialState()); err != nil {
 		a.m.datapathErrors.WithLabelValues("attach").Inc()
-		return a.fail(ctx, pod, st, key, contract.ReasonProgrammingFailed, fmt.Errorf("attach to %s: %w", ifc, err))
+		return a.fail(ctx, pod, st, key, atAdd, contract.ReasonProgrammingFailed, fmt.Errorf("attach to %s: %w", ifc, err))
 	}
 	if !rulesOK || !attached {
 		// Read back: the condition may only say what the kernel holds.
@@ -328,7 +347,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 			if err == nil {
 				err = fmt.Errorf("kernel state differs from what was written (rules match %v, attached %v)", rulesOK, attached)
 			}
-			return a.fail(ctx, pod, st, key, contract.ReasonKernelMismatch, fmt.Errorf("verify %s: %w", ifc, err))
+			return a.fail(ctx, pod, st, key, atAdd, contract.ReasonKernelMismatch, fmt.Errorf("verify %s: %w", ifc, err))
 		}
 	}
 	a.mu.Lock()
@@ -339,6 +358,9 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 	st.status = statusProgrammed
 	st.programmedOnce = true
 	a.mu.Unlock()
+	if atAdd {
+		return nil
+	}
 	_, err = a.setCondition(ctx, pod, st, gate.Condition{Status: corev1.ConditionTrue, Reason: contract.ReasonProgrammed, Message: msg})
 	return err
 }
@@ -346,7 +368,7 @@ func (a *Agent) reconcile(ctx context.Context, key types.NamespacedName) error {
 // fail records a programming failure: condition False with the reason. In strict mode
 // the pod is closed: old rules still in the kernel may allow what the new policy
 // forbids, and a pod nobody had attached yet gets its programs in the closed state.
-func (a *Agent) fail(ctx context.Context, pod *corev1.Pod, st *podState, key types.NamespacedName, reason string, cause error) error {
+func (a *Agent) fail(ctx context.Context, pod *corev1.Pod, st *podState, key types.NamespacedName, atAdd bool, reason string, cause error) error {
 	a.setStatus(key, statusFailed)
 	var errs []error
 	errs = append(errs, cause)
@@ -358,6 +380,9 @@ func (a *Agent) fail(ctx context.Context, pod *corev1.Pod, st *podState, key typ
 			a.m.datapathErrors.WithLabelValues("attach").Inc()
 			errs = append(errs, fmt.Errorf("attach %s closed after failure: %w", key, err))
 		}
+	}
+	if atAdd {
+		return errors.Join(errs...)
 	}
 	if _, err := a.setCondition(ctx, pod, st, gate.Condition{Status: corev1.ConditionFalse, Reason: reason, Message: cause.Error()}); err != nil {
 		errs = append(errs, err)

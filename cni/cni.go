@@ -9,11 +9,13 @@
 package cni
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -22,6 +24,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
 
+	"github.com/strictgate/strictgate/agent/cniserver"
 	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/rules"
@@ -44,14 +47,40 @@ type NetConf struct {
 	PinRoot string `json:"pinRoot,omitempty"`
 	// LogFile, if set, receives one line per operation (the runtime discards stderr).
 	LogFile string `json:"logFile,omitempty"`
+	// AgentSocket, if set, is the agent's unix socket (agent/cniserver): after
+	// attaching, ADD asks the agent to program the pod now and waits up to
+	// ProgramTimeout (a Go duration, default 3s) for the rules to be in the kernel.
+	AgentSocket    string `json:"agentSocket,omitempty"`
+	ProgramTimeout string `json:"programTimeout,omitempty"`
+}
+
+// DefaultProgramTimeout is how long ADD waits for the agent when the entry names none.
+const DefaultProgramTimeout = 3 * time.Second
+
+// Options are the optional settings of the plugin's conflist entry.
+type Options struct {
+	LogFile        string
+	AgentSocket    string
+	ProgramTimeout time.Duration
 }
 
 // Entry returns the plugin's conflist entry, to append to the "plugins" list after
 // the main plugin.
 func Entry(mode contract.Mode, pinRoot, logFile string) map[string]any {
+	return EntryWith(mode, pinRoot, Options{LogFile: logFile})
+}
+
+// EntryWith is Entry with all optional settings.
+func EntryWith(mode contract.Mode, pinRoot string, o Options) map[string]any {
 	e := map[string]any{"type": PluginType, "mode": string(mode), "pinRoot": pinRoot}
-	if logFile != "" {
-		e["logFile"] = logFile
+	if o.LogFile != "" {
+		e["logFile"] = o.LogFile
+	}
+	if o.AgentSocket != "" {
+		e["agentSocket"] = o.AgentSocket
+		if o.ProgramTimeout > 0 {
+			e["programTimeout"] = o.ProgramTimeout.String()
+		}
 	}
 	return e
 }
@@ -114,6 +143,12 @@ func parse(stdin []byte) (*NetConf, error) {
 		return nil, fmt.Errorf("strictgate conflist entry: %w", err)
 	}
 	conf.PinRoot = contract.PinsAt(conf.PinRoot).Root()
+	if conf.ProgramTimeout != "" {
+		d, err := time.ParseDuration(conf.ProgramTimeout)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("strictgate conflist entry: programTimeout %q: want a positive duration such as 3s", conf.ProgramTimeout)
+		}
+	}
 	if conf.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
 			return nil, fmt.Errorf("parse prevResult: %w", err)
@@ -192,37 +227,98 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := p.attach(conf, res); err != nil {
+	ifindex, ifname, err := p.attach(conf, res)
+	if err != nil {
 		conf.logf("ADD %s: %v", args.ContainerID, err)
 		if conf.Mode.FailsClosed() {
 			return types.NewError(types.ErrInternal, "strictgate could not close the pod", err.Error())
 		}
 		// Unprogrammed-allow is open anyway: the agent attaches when it sees the pod.
+	} else if conf.AgentSocket != "" {
+		p.programAtAdd(conf, args, res, ifindex, ifname)
 	}
 	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
 }
 
-func (p *Plugin) attach(conf *NetConf, res *types100.Result) error {
+// programAtAdd asks the agent to program the pod now (agent/cniserver) and waits at
+// most programTimeout. Whatever the answer, ADD succeeds: the pod is already in the
+// mode's unprogrammed state (strict: deny-all), which is exactly as safe as today's
+// path, and the agent's normal reconcile programs it once the kubelet reports its IP.
+// Failing ADD instead would make the kubelet tear the sandbox down and retry it with
+// back-off, delaying the pod far longer than the normal path would, for no safety gain.
+func (p *Plugin) programAtAdd(conf *NetConf, args *skel.CmdArgs, res *types100.Result, ifindex int, ifname string) {
+	start := time.Now()
+	timeout := DefaultProgramTimeout
+	if conf.ProgramTimeout != "" {
+		timeout, _ = time.ParseDuration(conf.ProgramTimeout) // parse validated it
+	}
+	ns, name, err := podOf(args.Args)
+	if err != nil {
+		conf.logf("ADD %s: program at ADD skipped: %v", args.ContainerID, err)
+		return
+	}
+	req := &cniserver.Request{Version: cniserver.Version, Namespace: ns, Name: name, ContainerID: args.ContainerID,
+		Interface: ifname, IfIndex: ifindex}
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			req.IPs = append(req.IPs, a.Unmap().String())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	resp, err := cniserver.Program(ctx, conf.AgentSocket, req)
+	took := time.Since(start)
+	switch {
+	case err != nil:
+		conf.logf("ADD %s: program at ADD %s/%s failed after %s, pod stays %s: %v", args.ContainerID, ns, name, took, conf.Mode.InitialState(), err)
+	case !resp.Programmed:
+		conf.logf("ADD %s: agent did not program %s/%s (%s), pod stays %s: %s", args.ContainerID, ns, name, took, conf.Mode.InitialState(), resp.Error)
+	default:
+		conf.logf("ADD %s: programmed %s/%s at ADD in %s", args.ContainerID, ns, name, took)
+	}
+}
+
+// podOf reads K8S_POD_NAMESPACE and K8S_POD_NAME from CNI_ARGS ("K=V;K=V").
+func podOf(cniArgs string) (ns, name string, err error) {
+	for _, kv := range strings.Split(cniArgs, ";") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			ns = v
+		case "K8S_POD_NAME":
+			name = v
+		}
+	}
+	if ns == "" || name == "" {
+		return "", "", errors.New("CNI_ARGS lacks K8S_POD_NAMESPACE or K8S_POD_NAME")
+	}
+	return ns, name, nil
+}
+
+func (p *Plugin) attach(conf *NetConf, res *types100.Result) (int, string, error) {
 	ifindex, name, err := p.hostInterface(res)
 	if err != nil {
-		return err
+		return 0, "", err
 	}
 	dp, err := p.Open(conf.PinRoot)
 	if err != nil {
-		return fmt.Errorf("open datapath at %s: %w", conf.PinRoot, err)
+		return 0, "", fmt.Errorf("open datapath at %s: %w", conf.PinRoot, err)
 	}
 	defer dp.Close()
 	s := conf.Mode.InitialState()
 	if _, err := dp.Attach(ifindex, s, s); err != nil {
-		return fmt.Errorf("attach to %s (ifindex %d): %w", name, ifindex, err)
+		return 0, "", fmt.Errorf("attach to %s (ifindex %d): %w", name, ifindex, err)
 	}
 	if conf.Mode.Audits() {
 		if err := dp.SetAudit(ifindex, true); err != nil {
-			return fmt.Errorf("audit on %s: %w", name, err)
+			return 0, "", fmt.Errorf("audit on %s: %w", name, err)
 		}
 	}
 	conf.logf("ADD attached %s (ifindex %d) %s", name, ifindex, s)
-	return nil
+	return ifindex, name, nil
 }
 
 // Del detaches the datapath from the pod's interface; detaching what is gone succeeds

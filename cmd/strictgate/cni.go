@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,16 +33,18 @@ func runCNI(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	logFile := fs.String("log-file", "", "plugin log file on the node (the runtime discards stderr)")
 	binDir := fs.String("bin-dir", "/opt/cni/bin", "CNI binary directory to install the plugin into")
 	confDir := fs.String("conf-dir", "/etc/cni/net.d", "CNI configuration directory whose first .conflist gets the strictgate entry")
+	agentSocket := fs.String("agent-socket", "", "agent's unix socket for program-at-ADD (empty: off; the pod waits for the agent's normal path)")
+	programTimeout := fs.Duration("program-timeout", cni.DefaultProgramTimeout, "how long ADD waits for the agent to program the pod")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
-	entry := cni.Entry(mode, *pinRoot, *logFile)
+	entry := cni.EntryWith(mode, *pinRoot, cni.Options{LogFile: *logFile, AgentSocket: *agentSocket, ProgramTimeout: *programTimeout})
 	switch args[0] {
 	case "entry":
-		b, err := cni.EntryJSON(mode, *pinRoot, *logFile)
+		b, err := json.Marshal(entry)
 		if err != nil {
 			return err
 		}
