@@ -485,7 +485,7 @@ func TestDefaults(t *testing.T) {
 			}
 			paths[v.HostPath.Path] = true
 		}
-		if want := map[string]bool{"/sys/fs/bpf": true, "/opt/cni/bin": true, "/etc/cni/net.d": true}; !maps.Equal(paths, want) {
+		if want := map[string]bool{"/sys/fs/bpf": true, "/opt/cni/bin": true, "/etc/cni/net.d": true, "/etc/cni/net.d/strictgate": true}; !maps.Equal(paths, want) {
 			t.Errorf("agent hostPaths %v, want exactly %v", paths, want)
 		}
 		// The CNI installer writes only to the CNI directories and has no capabilities.
@@ -504,6 +504,20 @@ func TestDefaults(t *testing.T) {
 			if m.Name == "bpffs" {
 				t.Error("the CNI installer does not need bpffs")
 			}
+		}
+		// Program at CNI ADD (default): the plugin on the host and the agent in its
+		// container name the same socket, the agent mounts only strictgate's own
+		// subdirectory of the CNI configuration, and both use the same timeout.
+		if icArgs["--agent-socket"] != "/etc/cni/net.d/strictgate/agent.sock" || args["--cni-socket"] != "/run/strictgate-cni/agent.sock" ||
+			icArgs["--program-timeout"] != "3s" || args["--cni-timeout"] != "3s" {
+			t.Errorf("program at ADD: installer args %v, agent args %v: want the socket in /etc/cni/net.d/strictgate and 3s on both sides", ic.Args, c.Args)
+		}
+		mounts := map[string]string{}
+		for _, m := range c.VolumeMounts {
+			mounts[m.Name] = m.MountPath
+		}
+		if mounts["cni-socket"] != "/run/strictgate-cni" || mounts["cni-conf"] != "" || mounts["cni-bin"] != "" {
+			t.Errorf("agent mounts %v: want the socket directory only, not the CNI directories", mounts)
 		}
 		for _, m := range c.VolumeMounts {
 			if m.Name == "bpffs" && m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional {
@@ -619,6 +633,24 @@ func TestValueSets(t *testing.T) {
 					"admissionregistration.k8s.io/validatingwebhookconfigurations watch strictgate-webhook",
 					"admissionregistration.k8s.io/validatingwebhookconfigurations update strictgate-webhook",
 				})
+			},
+		},
+		{
+			name: "program at CNI ADD off: no socket on either side", release: "strictgate",
+			values: map[string]any{"agent": map[string]any{"cni": map[string]any{"programAtAdd": false}}},
+			check: func(t *testing.T, r *rendered) {
+				spec := one[appsv1.DaemonSet](r, "DaemonSet", "strictgate-agent").Spec.Template.Spec
+				all := append(slices.Clone(onlyContainer(t, spec.Containers).Args), spec.InitContainers[0].Args...)
+				for _, a := range all {
+					if strings.HasPrefix(a, "--cni-socket") || strings.HasPrefix(a, "--agent-socket") {
+						t.Errorf("programAtAdd=false still passes %s", a)
+					}
+				}
+				for _, v := range spec.Volumes {
+					if v.Name == "cni-socket" {
+						t.Error("programAtAdd=false still mounts the socket directory")
+					}
+				}
 			},
 		},
 		{
