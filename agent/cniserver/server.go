@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -88,7 +89,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 }
 
 func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
-	defer c.Close()
+	defer func() {
+		// Half-close, then discard what the peer still sends (bounded by the deadline
+		// and a byte limit): closing with unread input resets the connection and the
+		// peer would lose the answer that says why it was refused.
+		_ = c.CloseWrite()
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 1<<20))
+		c.Close()
+	}()
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -155,14 +163,17 @@ func Program(ctx context.Context, path string, r *Request) (*Response, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	if err := encode(c, r); err != nil {
-		return nil, fmt.Errorf("send request: %w", err)
-	}
-	if err := c.(*net.UnixConn).CloseWrite(); err != nil {
-		return nil, fmt.Errorf("send request: %w", err)
+	// A write error does not end the exchange: an agent that refuses the connection
+	// answers before reading, and that answer says why.
+	werr := encode(c, r)
+	if werr == nil {
+		werr = c.(*net.UnixConn).CloseWrite()
 	}
 	resp, err := DecodeResponse(c)
 	if err != nil {
+		if werr != nil {
+			return nil, fmt.Errorf("send request: %w", werr)
+		}
 		return nil, fmt.Errorf("agent's answer: %w", err)
 	}
 	return resp, nil
