@@ -110,6 +110,17 @@ func (a *Agent) ProgramAtAdd(ctx context.Context, r *cniserver.Request) error {
 	if pod.Spec.HostNetwork {
 		return fmt.Errorf("pod %s uses the host network", key)
 	}
+	// The agent programs the interface the host routes the pod's IP to (as its normal
+	// path does); a request naming another interface is inconsistent: refuse it.
+	for _, ip := range r.Addrs() {
+		ifc, err := a.deps.Interfaces.HostInterface(ip)
+		if err != nil {
+			return fmt.Errorf("host interface of %s: %w", ip, err)
+		}
+		if ifc.Index != r.IfIndex {
+			return fmt.Errorf("%s is routed to ifindex %d, the request names %d", ip, ifc.Index, r.IfIndex)
+		}
+	}
 	a.add.set(key, addEntry{uid: pod.UID, ips: r.IPs, seen: time.Now()})
 	p := a.withAddIPs(pod)
 	a.mu.Lock()

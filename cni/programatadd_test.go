@@ -234,6 +234,27 @@ func TestPrivilegedProgramAtAdd(t *testing.T) {
 		}
 	})
 
+	t.Run("inconsistent or unknown requests program nothing", func(t *testing.T) {
+		rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+		defer rcancel()
+		for _, tc := range []struct {
+			name    string
+			req     cniserver.Request
+			wantErr string
+		}{
+			{"interface is not the IP's", cniserver.Request{Version: cniserver.Version, Namespace: "default", Name: "web", IPs: []string{web.IP.String()}, IfIndex: late.HostIndex}, "routed to"},
+			{"pod unknown to the API server", cniserver.Request{Version: cniserver.Version, Namespace: "default", Name: "ghost", IPs: []string{late.IP.String()}, IfIndex: late.HostIndex}, "not found"},
+		} {
+			resp, err := cniserver.Program(rctx, socket, &tc.req)
+			if err != nil || resp.Programmed || !strings.Contains(resp.Error, tc.wantErr) {
+				t.Errorf("%s: %+v, %v; want refused with %q", tc.name, resp, err, tc.wantErr)
+			}
+		}
+		if _, err := dp.Pod(late.HostIndex); err == nil {
+			t.Error("a refused request left a datapath entry on late's interface")
+		}
+	})
+
 	for _, tc := range []struct{ name, socket string }{
 		{"late", ""}, // program at ADD off: today's strict mode
 		{"lost", filepath.Join(t.TempDir(), "no.sock")}, // agent unreachable
