@@ -243,3 +243,26 @@ func TestPrivilegedPlugin(t *testing.T) {
 		}
 	})
 }
+
+func TestEntryWithProgramAtAdd(t *testing.T) {
+	e := cni.EntryWith("strict", "/sys/fs/bpf/strictgate", cni.Options{AgentSocket: "/etc/cni/net.d/strictgate/agent.sock", ProgramTimeout: 1500 * time.Millisecond})
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"agentSocket":"/etc/cni/net.d/strictgate/agent.sock","mode":"strict","pinRoot":"/sys/fs/bpf/strictgate","programTimeout":"1.5s","type":"strictgate"}`
+	if string(b) != want {
+		t.Fatalf("EntryWith = %s, want %s", b, want)
+	}
+	// A bad timeout is refused before anything is touched.
+	for _, bad := range []string{"soon", "-1s", "0s"} {
+		e["programTimeout"] = bad
+		e["cniVersion"] = "1.1.0"
+		e["name"] = "k8s-pod-network"
+		conf, _ := json.Marshal(e)
+		out, err := runPlugin(t, "ADD", conf, "/var/run/netns/unused", "c-bad-timeout")
+		if err == nil || !strings.Contains(string(out), "programTimeout") {
+			t.Errorf("programTimeout %q: ADD = %v, %s; want a configuration error naming programTimeout", bad, err, out)
+		}
+	}
+}
