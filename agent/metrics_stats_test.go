@@ -3,13 +3,10 @@ package agent
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +18,7 @@ import (
 	"github.com/strictgate/strictgate/agent/datapath/packet"
 	"github.com/strictgate/strictgate/agent/events"
 	"github.com/strictgate/strictgate/agent/rules"
+	"github.com/strictgate/strictgate/charts"
 	"github.com/strictgate/strictgate/internal/testenv"
 )
 
@@ -172,45 +170,14 @@ func TestStatsCollectorReadError(t *testing.T) {
 	}
 }
 
-// dashboardMetrics returns every metric name the chart's Grafana dashboard queries: the
-// identifiers with strictgate's metric prefixes in each panel target's expression.
+// dashboardMetrics returns every metric name the chart's Grafana dashboard queries.
 func dashboardMetrics(t *testing.T) map[string][]string {
 	t.Helper()
-	b, err := os.ReadFile("../charts/strictgate/dashboards/strictgate.json")
+	m, err := charts.DashboardMetrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatalf("dashboard JSON: %v", err)
-	}
-	name := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
-	out := map[string][]string{}
-	for _, p := range d.Panels {
-		if len(p.Targets) == 0 {
-			t.Errorf("panel %q has no query", p.Title)
-		}
-		for _, tg := range p.Targets {
-			found := false
-			for _, id := range name.FindAllString(tg.Expr, -1) {
-				if strings.HasPrefix(id, "strictgate_") || strings.HasPrefix(id, "network_policy_") {
-					out[id] = append(out[id], p.Title)
-					found = true
-				}
-			}
-			if !found {
-				t.Errorf("panel %q: query %q names no strictgate metric", p.Title, tg.Expr)
-			}
-		}
-	}
-	return out
+	return m
 }
 
 // webhookMetric reports the webhook's metric names (checked against a scrape of the

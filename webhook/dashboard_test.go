@@ -2,12 +2,11 @@ package webhook
 
 import (
 	"bufio"
-	"encoding/json"
 	"net/http"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/strictgate/strictgate/charts"
 )
 
 // testDashboardMetrics checks every webhook metric the chart's Grafana dashboard queries
@@ -16,30 +15,14 @@ import (
 // does not export fails. Runs after the other subtests made requests, so the labelled
 // series exist.
 func (e *env) testDashboardMetrics(t *testing.T) {
-	b, err := os.ReadFile("../charts/strictgate/dashboards/strictgate.json")
+	all, err := charts.DashboardMetrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatalf("dashboard JSON: %v", err)
-	}
 	want := map[string]string{} // metric -> a panel
-	ident := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
-	for _, p := range d.Panels {
-		for _, tg := range p.Targets {
-			for _, id := range ident.FindAllString(tg.Expr, -1) {
-				if strings.HasPrefix(id, "strictgate_webhook_") || strings.HasPrefix(id, "strictgate_hygiene_") {
-					want[id] = p.Title
-				}
-			}
+	for id, panels := range all {
+		if strings.HasPrefix(id, "strictgate_webhook_") || strings.HasPrefix(id, "strictgate_hygiene_") {
+			want[id] = panels[0]
 		}
 	}
 	if len(want) == 0 {
