@@ -26,7 +26,6 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
-	chartfiles "github.com/strictgate/strictgate/charts/strictgate/files"
 	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/test/controlplane"
 	"github.com/strictgate/strictgate/webhook/defaultdeny"
@@ -50,28 +49,6 @@ func moduleDir(mod string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
-// cnpValidatingWebhook is the chart's ClusterNetworkPolicy webhook, alone.
-func cnpValidatingWebhook(t *testing.T) *admissionregistrationv1.ValidatingWebhookConfiguration {
-	t.Helper()
-	hooks, err := chartfiles.DecodeWebhooks()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := hooks.Validating.DeepCopy()
-	cfg.Webhooks = nil
-	for _, h := range hooks.Validating.Webhooks {
-		if *h.ClientConfig.Service.Path == PathValidateClusterNetworkPolicy {
-			p := strings.TrimPrefix(PathValidateClusterNetworkPolicy, "/")
-			h.ClientConfig.Service.Path = &p
-			cfg.Webhooks = append(cfg.Webhooks, h)
-		}
-	}
-	if len(cfg.Webhooks) != 1 {
-		t.Fatalf("chart has %d webhooks for %s, want 1", len(cfg.Webhooks), PathValidateClusterNetworkPolicy)
-	}
-	return cfg
-}
-
 // TestClusterNetworkPolicyAPIServer runs the validator behind a real kube-apiserver
 // with the module's experimental-channel CRD and the chart's webhook configuration:
 // every case of cnpCases, in both served versions, is admitted or refused as the
@@ -81,7 +58,7 @@ func cnpValidatingWebhook(t *testing.T) *admissionregistrationv1.ValidatingWebho
 func TestClusterNetworkPolicyAPIServer(t *testing.T) {
 	env := &envtest.Environment{
 		CRDInstallOptions:     envtest.CRDInstallOptions{Paths: []string{cnpCRDPath(t, "experimental")}},
-		WebhookInstallOptions: envtest.WebhookInstallOptions{ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{cnpValidatingWebhook(t)}},
+		WebhookInstallOptions: envtest.WebhookInstallOptions{ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{chartValidatingWebhook(t, PathValidateClusterNetworkPolicy)}},
 	}
 	rc := controlplane.Start(t, env)
 	wo := &env.WebhookInstallOptions

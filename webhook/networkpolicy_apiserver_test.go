@@ -71,9 +71,9 @@ type hygEnv struct {
 	cache    client.Reader
 }
 
-// hygValidatingWebhook is the chart's NetworkPolicy webhook, alone, with its service
-// path in the form envtest rewrites into a URL of the local server.
-func hygValidatingWebhook(t *testing.T) *admissionregistrationv1.ValidatingWebhookConfiguration {
+// chartValidatingWebhook is the chart's validating webhook for path, alone, with its
+// service path in the form envtest rewrites into a URL of the local server.
+func chartValidatingWebhook(t *testing.T, path string) *admissionregistrationv1.ValidatingWebhookConfiguration {
 	t.Helper()
 	hooks, err := chartfiles.DecodeWebhooks()
 	if err != nil {
@@ -82,14 +82,14 @@ func hygValidatingWebhook(t *testing.T) *admissionregistrationv1.ValidatingWebho
 	cfg := hooks.Validating.DeepCopy()
 	cfg.Webhooks = nil
 	for _, h := range hooks.Validating.Webhooks {
-		if *h.ClientConfig.Service.Path == PathValidateNetworkPolicy {
-			p := strings.TrimPrefix(PathValidateNetworkPolicy, "/")
+		if *h.ClientConfig.Service.Path == path {
+			p := strings.TrimPrefix(path, "/")
 			h.ClientConfig.Service.Path = &p
 			cfg.Webhooks = append(cfg.Webhooks, h)
 		}
 	}
 	if len(cfg.Webhooks) != 1 {
-		t.Fatalf("chart has %d webhooks for %s, want 1", len(cfg.Webhooks), PathValidateNetworkPolicy)
+		t.Fatalf("chart has %d webhooks for %s, want 1", len(cfg.Webhooks), path)
 	}
 	return cfg
 }
@@ -97,7 +97,7 @@ func hygValidatingWebhook(t *testing.T) *admissionregistrationv1.ValidatingWebho
 func startHygieneEnv(t *testing.T) *hygEnv {
 	t.Helper()
 	env := &envtest.Environment{WebhookInstallOptions: envtest.WebhookInstallOptions{
-		ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{hygValidatingWebhook(t)},
+		ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{chartValidatingWebhook(t, PathValidateNetworkPolicy)},
 	}}
 	rc := controlplane.Start(t, env)
 	wo := &env.WebhookInstallOptions
