@@ -17,7 +17,6 @@ import (
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/strictgate/strictgate/agent"
-	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/gate"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
@@ -73,15 +72,7 @@ func TestPrivilegedClusterNetworkPolicy(t *testing.T) {
 	if err := client.ProbeTCP(web.IP, 8080, 3*time.Second); err != nil {
 		t.Fatalf("plumbing: %v", err)
 	}
-	dp, err := datapath.Open(datapath.Options{PinRoot: pinRoot})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if d, err := datapath.Open(datapath.Options{PinRoot: pinRoot}); err == nil {
-			d.Remove()
-		}
-	})
+	dp := openPinnedDatapath(t, pinRoot)
 	for _, p := range []*netdevtest.Pod{web, client, other} {
 		if _, err := dp.Attach(p.HostIndex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
 			t.Fatal(err)

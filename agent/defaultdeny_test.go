@@ -17,7 +17,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/strictgate/strictgate/agent"
-	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/gate"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
@@ -367,15 +366,7 @@ func TestPrivilegedWaitForDefaultDeny(t *testing.T) {
 		t.Fatalf("plumbing: client cannot reach web before strictgate: %v", err)
 	}
 
-	dp, err := datapath.Open(datapath.Options{PinRoot: pinRoot})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if d, err := datapath.Open(datapath.Options{PinRoot: pinRoot}); err == nil {
-			d.Remove()
-		}
-	})
+	dp := openPinnedDatapath(t, pinRoot)
 	// What the strict-mode CNI plugin does at ADD.
 	for _, p := range []*netdevtest.Pod{web, client} {
 		if _, err := dp.Attach(p.HostIndex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {

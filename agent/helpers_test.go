@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/strictgate/strictgate/agent"
+	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/gate"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/rules"
@@ -343,3 +344,20 @@ func isTrue(c corev1.PodCondition, found bool) bool {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// openPinnedDatapath opens the datapath pinned under pinRoot (as the agent under test
+// will) and removes whatever is pinned there when the test ends: the agent re-opens its
+// own handle, so the cleanup opens the pins again rather than trusting dp.
+func openPinnedDatapath(t *testing.T, pinRoot string) *datapath.Datapath {
+	t.Helper()
+	dp, err := datapath.Open(datapath.Options{PinRoot: pinRoot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d, err := datapath.Open(datapath.Options{PinRoot: pinRoot}); err == nil {
+			d.Remove()
+		}
+	})
+	return dp
+}

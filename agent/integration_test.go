@@ -196,15 +196,7 @@ func TestPrivilegedAgentIntegration(t *testing.T) {
 		t.Fatalf("plumbing: client cannot reach web before strictgate: %v", err)
 	}
 
-	dp, err := datapath.Open(datapath.Options{PinRoot: pinRoot})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if d, err := datapath.Open(datapath.Options{PinRoot: pinRoot}); err == nil {
-			d.Remove()
-		}
-	})
+	dp := openPinnedDatapath(t, pinRoot)
 	// What the strict-mode CNI plugin does at ADD (tested on its own in cni/).
 	for _, p := range []*netdevtest.Pod{web, client, other, big} {
 		if _, err := dp.Attach(p.HostIndex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {

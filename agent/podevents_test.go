@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/strictgate/strictgate/agent"
-	"github.com/strictgate/strictgate/agent/datapath"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/agent/netdev/netdevtest"
 	"github.com/strictgate/strictgate/agent/rules"
@@ -62,15 +61,7 @@ func TestPrivilegedAgentPodEvents(t *testing.T) {
 	web := netdevtest.AddPod(t, "web", netip.MustParseAddr("10.203.0.2"))
 	big := netdevtest.AddPod(t, "big", netip.MustParseAddr("10.203.0.3"))
 
-	dp, err := datapath.Open(datapath.Options{PinRoot: pinRoot})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if d, err := datapath.Open(datapath.Options{PinRoot: pinRoot}); err == nil {
-			d.Remove()
-		}
-	})
+	dp := openPinnedDatapath(t, pinRoot)
 	for _, p := range []*netdevtest.Pod{web, big} {
 		if _, err := dp.Attach(p.HostIndex, rules.StateUnprogrammedDeny, rules.StateUnprogrammedDeny); err != nil {
 			t.Fatal(err)
