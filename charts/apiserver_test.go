@@ -188,6 +188,13 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	} else if !strings.Contains(string(out), "rollout status") {
 		t.Errorf("install output lacks the NOTES (what to do next):\n%s", out)
+	} else if !strings.Contains(string(out), "If the webhook is down, pods in enforced namespaces are refused") ||
+		!strings.Contains(string(out), "rollout restart deployment/strictgate-webhook") {
+		// gate.injection=webhook with failurePolicy Fail: the API server's refusal cannot
+		// say how to recover, so the NOTES must.
+		t.Errorf("install output lacks the webhook-outage recovery hint:\n%s", out)
+	} else if !strings.Contains(string(out), "never rotates") {
+		t.Errorf("NOTES do not say that selfSignedCert.rotate=false never rotates:\n%s", out)
 	} else if strings.Contains(string(out), "WARNING: the gate guard") {
 		t.Errorf("default install warns about the gate guard:\n%s", out)
 	}
