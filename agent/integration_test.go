@@ -418,8 +418,10 @@ func TestPrivilegedAgentIntegration(t *testing.T) {
 			t.Fatalf("link pins left: %v", pins)
 		}
 		// No program left on the interface: everything reaches the (still running) netns.
-		if !tcp(other, web, 8080) {
-			t.Fatal("traffic to the deleted pod's interface is still filtered")
+		// An expected success, so a generous timeout: a loaded machine (other suites
+		// running) must not turn a slow handshake into a failure.
+		if err := other.ProbeTCP(web.IP, 8080, 5*time.Second); err != nil {
+			t.Fatalf("traffic to the deleted pod's interface is still filtered: %v", err)
 		}
 		if _, err := os.Stat(pinRoot); err != nil {
 			t.Fatalf("the datapath itself must stay: %v", err)
