@@ -345,6 +345,9 @@ type NetworkPolicyConfig struct {
 	MaxPortRange int
 	// PollInterval is how often RulesDir is checked for changes.
 	PollInterval time.Duration
+	// CELRules are the built-in rule ids the API server judges with the chart's
+	// ValidatingAdmissionPolicies (webhook.hygiene.cel); the webhook skips them.
+	CELRules []string
 }
 
 // DefaultNetworkPolicyConfig is the chart's default.
@@ -377,6 +380,14 @@ func (c *NetworkPolicyConfig) BindFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.IntVar(&c.MaxPortRange, "hygiene-max-port-range", c.MaxPortRange, "widest port..endPort range rule SG006 accepts")
+	fs.Func("hygiene-cel-rules", "comma-separated built-in hygiene rule ids the API server judges with ValidatingAdmissionPolicies (chart: webhook.hygiene.cel); the webhook does not evaluate them", func(s string) error {
+		for _, id := range strings.Split(s, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				c.CELRules = append(c.CELRules, id)
+			}
+		}
+		return nil
+	})
 	fs.DurationVar(&c.PollInterval, "hygiene-poll-interval", c.PollInterval, "how often --hygiene-rules-dir is checked for changes")
 }
 
@@ -395,7 +406,7 @@ func (c *NetworkPolicyConfig) Validate() error {
 // NewHygieneEngine loads the rules for c. Add the engine to the manager
 // (mgr.Add(engine)) so that it watches c.RulesDir.
 func NewHygieneEngine(ctx context.Context, c NetworkPolicyConfig) (*hygiene.Engine, error) {
-	return hygiene.New(ctx, hygiene.Options{Dir: c.RulesDir, Actions: c.Actions, DefaultAction: c.DefaultAction, PollInterval: c.PollInterval})
+	return hygiene.New(ctx, hygiene.Options{Dir: c.RulesDir, Actions: c.Actions, DefaultAction: c.DefaultAction, PollInterval: c.PollInterval, JudgedByAPIServer: c.CELRules})
 }
 
 // SetupNetworkPolicyValidator wires the hygiene validator into mgr: it loads the

@@ -37,6 +37,10 @@ const FindingsQuery = "data.strictgate.hygiene.findings"
 // actions (see ParseActionsFile). actions.yml and actions.json are accepted too.
 const ActionsFile = "actions.yaml"
 
+// SourceCEL is the RuleInfo.Source of a built-in rule the API server judges instead
+// (Options.JudgedByAPIServer).
+const SourceCEL = "apiserver-cel"
+
 // DefaultPollInterval is how often the custom rules directory is checked.
 const DefaultPollInterval = time.Second
 
@@ -72,6 +76,12 @@ type Options struct {
 	// every rule's own action, Warn turns denials into warnings, DryRun makes every
 	// rule only log and count — so an adopter starts in warn with one value.
 	DefaultAction Action
+	// JudgedByAPIServer are ids of built-in rules the API server judges itself (the
+	// chart's CEL ValidatingAdmissionPolicies, webhook.hygiene.cel): the engine does not
+	// evaluate them, so a rule is judged once. They stay in Status (Source SourceCEL) and
+	// count as known for Actions. A custom rule replacing one of them is evaluated: only
+	// the built-in has a CEL twin.
+	JudgedByAPIServer []string
 	// PollInterval is how often Start checks Dir; 0 means DefaultPollInterval.
 	PollInterval time.Duration
 	// TestTimeout bounds the Rego tests of one reload; 0 means 30s.
@@ -97,7 +107,7 @@ type RuleInfo struct {
 	Package string `json:"package"`
 	// Action is the effective action (rule default, then flags, then actions.yaml).
 	Action Action `json:"action"`
-	// Source is "builtin" or the file name in the custom rules directory.
+	// Source is "builtin", SourceCEL or the file name in the custom rules directory.
 	Source string `json:"source"`
 }
 
@@ -487,6 +497,22 @@ func (e *Engine) build(ctx context.Context, custom map[string][]byte, actionsDat
 			dropped[m.pkg+"_test"] = true
 		}
 	}
+	// Built-ins the API server judges go too, with their tests; they stay listed.
+	var rules []RuleInfo
+	for _, m := range mods {
+		if m.isRule && !dropped[m.pkg] && slices.Contains(e.opts.JudgedByAPIServer, m.ruleID) {
+			dropped[m.pkg] = true
+			dropped[m.pkg+"_test"] = true
+			rules = append(rules, RuleInfo{ID: m.ruleID, Package: m.pkg, Action: ruleAction(m.action), Source: SourceCEL})
+		}
+	}
+	for _, id := range e.opts.JudgedByAPIServer {
+		// A typo would leave the rule judged twice or, worse, hide that the chart and
+		// the webhook disagree on which rules have a CEL twin.
+		if !slices.ContainsFunc(mods, func(m *module) bool { return m.isRule && m.ruleID == id }) {
+			return nil, fmt.Errorf("rule %q judged by the API server is not a built-in rule", id)
+		}
+	}
 	all := make([]*module, 0, len(mods)+len(user))
 	for _, m := range mods {
 		if !dropped[m.pkg] {
@@ -502,7 +528,6 @@ func (e *Engine) build(ctx context.Context, custom map[string][]byte, actionsDat
 	runtime := map[string]*ast.Module{}
 	h := sha256.New()
 	seenIDs := map[string]string{}
-	var rules []RuleInfo
 	for _, m := range all {
 		fmt.Fprintf(h, "%s\x00%d\x00", m.file, len(m.content))
 		h.Write(m.content)
@@ -520,11 +545,7 @@ func (e *Engine) build(ctx context.Context, custom map[string][]byte, actionsDat
 			continue // a package split over several files
 		}
 		seenIDs[m.ruleID] = m.pkg
-		act := Action(m.action)
-		if _, err := ParseAction(m.action); err != nil {
-			act = Deny
-		}
-		rules = append(rules, RuleInfo{ID: m.ruleID, Package: m.pkg, Action: act, Source: m.source})
+		rules = append(rules, RuleInfo{ID: m.ruleID, Package: m.pkg, Action: ruleAction(m.action), Source: m.source})
 	}
 
 	compiler := newCompiler()
@@ -613,6 +634,14 @@ func (e *Engine) runTests(ctx context.Context, all []*module) error {
 		return fmt.Errorf("%d hygiene rule test(s) failed: %s", len(failed), strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// ruleAction is a rule's declared action, deny when absent or unknown.
+func ruleAction(declared string) Action {
+	if _, err := ParseAction(declared); err != nil {
+		return Deny
+	}
+	return Action(declared)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
