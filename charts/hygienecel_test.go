@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -117,7 +119,7 @@ rules:
 		{name: "mixed", defaultAction: hygiene.DryRun, actions: hygiene.Actions{"SG001": hygiene.Warn, "SG002-any-cidr": hygiene.Deny, "SG005": hygiene.Deny}},
 	}
 	counts := map[string]int{}
-	var installed []string
+	var installed, celIDs []string
 	for pi, ph := range phases {
 		t.Run(ph.name, func(t *testing.T) {
 			values := map[string]any{"cel": map[string]any{"enabled": true}, "defaultAction": string(ph.defaultAction)}
@@ -133,6 +135,7 @@ rules:
 			}
 			r := render(t, "strictgate", map[string]any{"webhook": map[string]any{"hygiene": values}})
 			ids := installCELPolicies(ctx, t, c, r, &installed)
+			celIDs = ids.ruleIDs()
 			engine, err := hygiene.New(ctx, hygiene.Options{DefaultAction: ph.defaultAction, Actions: ph.actions, Log: testr.New(t)})
 			if err != nil {
 				t.Fatal(err)
@@ -207,6 +210,25 @@ rules:
 				}
 			}
 		})
+	}
+	// With the policies in force the webhook skips exactly these rules (the chart passes
+	// them as --hygiene-cel-rules): the sentinel then has no finding of them there.
+	skipping, err := hygiene.New(ctx, hygiene.Options{JudgedByAPIServer: celIDs, Log: testr.New(t)})
+	if err != nil {
+		t.Fatalf("the chart's CEL rules %v are not all built-in rules: %v", celIDs, err)
+	}
+	in, err := hygiene.NewInputBuilder(hygiene.Settings{}).Build(ctx, &hygiene.Review{Operation: "CREATE", Namespace: ns, Name: "s", Object: stored[0]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := skipping.Evaluate(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		if slices.Contains(celIDs, f.ID) {
+			t.Errorf("webhook skipping the CEL rules still found %s", f.ID)
+		}
 	}
 	// Every rule must have been exercised, or the comparison proves little for it.
 	for _, id := range []string{"SG001-open-rule", "SG002-any-cidr", "SG003-all-namespaces", "SG004-cloud-metadata", "SG005-policy-types", "SG006-port-range"} {
@@ -718,4 +740,115 @@ func (w *warningRecorder) take() []string {
 	out := w.msgs
 	w.msgs = nil
 	return out
+}
+
+// TestHygieneCELValues: webhook.hygiene.cel renders one policy and binding per rule of
+// files/hygiene-cel.yaml with the release's names, each binding's validationActions
+// computed as the webhook computes the rule's action, the release's service account in
+// the not-strictgate condition, maxPortRange and failurePolicy from the values, and the
+// webhook told to skip exactly those rules (unless skipInWebhook is off). Off by default.
+func TestHygieneCELValues(t *testing.T) {
+	policies := func(r *rendered) (map[string]*admissionregistrationv1.ValidatingAdmissionPolicy, map[string]*admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
+		ps := map[string]*admissionregistrationv1.ValidatingAdmissionPolicy{}
+		bs := map[string]*admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
+		for _, o := range r.byKind("ValidatingAdmissionPolicy") {
+			if o.GetLabels()["app.kubernetes.io/component"] == "hygiene-cel" {
+				ps[o.GetName()] = one[admissionregistrationv1.ValidatingAdmissionPolicy](r, "ValidatingAdmissionPolicy", o.GetName())
+			}
+		}
+		for _, o := range r.byKind("ValidatingAdmissionPolicyBinding") {
+			if o.GetLabels()["app.kubernetes.io/component"] == "hygiene-cel" {
+				bs[o.GetName()] = one[admissionregistrationv1.ValidatingAdmissionPolicyBinding](r, "ValidatingAdmissionPolicyBinding", o.GetName())
+			}
+		}
+		return ps, bs
+	}
+	celArg := func(r *rendered) string {
+		d := one[appsv1.Deployment](r, "Deployment", "")
+		for _, a := range d.Spec.Template.Spec.Containers[0].Args {
+			if v, ok := strings.CutPrefix(a, "--hygiene-cel-rules="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+
+	t.Run("off by default", func(t *testing.T) {
+		r := render(t, "strictgate", nil)
+		if ps, bs := policies(r); len(ps)+len(bs) != 0 {
+			t.Fatalf("%d hygiene policies and %d bindings rendered by default", len(ps), len(bs))
+		}
+		if a := celArg(r); a != "" {
+			t.Fatalf("webhook skips %q by default", a)
+		}
+	})
+
+	r := render(t, "edge", map[string]any{"webhook": map[string]any{
+		"admission": map[string]any{"networkPolicies": map[string]any{"failurePolicy": "Ignore"}},
+		"hygiene": map[string]any{
+			"cel":           map[string]any{"enabled": true},
+			"defaultAction": "warn",
+			"maxPortRange":  200,
+			"actions":       map[string]any{"SG002": "deny", "SG003-all-namespaces": "dryrun", "SG004-other-id": "deny"},
+		},
+	}})
+	ps, bs := policies(r)
+	want := map[string]admissionregistrationv1.ValidationAction{
+		"SG001-open-rule":      admissionregistrationv1.Warn,  // deny capped at warn
+		"SG002-any-cidr":       admissionregistrationv1.Deny,  // prefix override beats the cap
+		"SG003-all-namespaces": admissionregistrationv1.Audit, // full-id override
+		"SG004-cloud-metadata": admissionregistrationv1.Warn,  // another id's override does not apply
+		"SG005-policy-types":   admissionregistrationv1.Warn,
+		"SG006-port-range":     admissionregistrationv1.Warn,
+	}
+	if len(ps) != len(want) || len(bs) != len(want) {
+		t.Fatalf("%d policies, %d bindings; want %d of each", len(ps), len(bs), len(want))
+	}
+	var ids []string
+	for name, p := range ps {
+		id := p.Annotations["strictgate.dev/rule-id"]
+		ids = append(ids, id)
+		if !strings.HasPrefix(name, "edge-strictgate-hygiene-") {
+			t.Errorf("policy %s not named for the release", name)
+		}
+		b := bs[name]
+		if b == nil || b.Spec.PolicyName != name {
+			t.Fatalf("policy %s has no binding of the same name pointing at it", name)
+		}
+		if !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{want[id]}) {
+			t.Errorf("%s: validationActions %v, want [%s]", id, b.Spec.ValidationActions, want[id])
+		}
+		if *p.Spec.FailurePolicy != admissionregistrationv1.Ignore {
+			t.Errorf("%s: failurePolicy %s, want the NetworkPolicy webhook's Ignore", id, *p.Spec.FailurePolicy)
+		}
+		if b.Spec.MatchResources != nil && b.Spec.MatchResources.NamespaceSelector != nil {
+			t.Errorf("%s: binding narrows namespaces; the webhook judges NetworkPolicies in every namespace", id)
+		}
+		self := false
+		for _, c := range p.Spec.MatchConditions {
+			self = self || c.Expression == "request.userInfo.username != 'system:serviceaccount:strictgate:edge-strictgate-webhook'"
+		}
+		if !self {
+			t.Errorf("%s: match conditions %+v do not exempt the release's webhook service account", id, p.Spec.MatchConditions)
+		}
+		for _, v := range p.Spec.Variables {
+			if v.Name == "maxPortRange" && v.Expression != "200" {
+				t.Errorf("%s: maxPortRange %q, want 200", id, v.Expression)
+			}
+		}
+	}
+	sort.Strings(ids)
+	got := strings.Split(celArg(r), ",")
+	sort.Strings(got)
+	if !slices.Equal(got, ids) {
+		t.Errorf("webhook skips %v, want exactly the CEL rules %v", got, ids)
+	}
+
+	r = render(t, "edge", map[string]any{"webhook": map[string]any{"hygiene": map[string]any{"cel": map[string]any{"enabled": true, "skipInWebhook": false}}}})
+	if a := celArg(r); a != "" {
+		t.Errorf("skipInWebhook false, but the webhook skips %q", a)
+	}
+	if ps, _ := policies(r); len(ps) != len(want) {
+		t.Errorf("%d policies with skipInWebhook false, want %d", len(ps), len(want))
+	}
 }

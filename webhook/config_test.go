@@ -37,6 +37,9 @@ func TestConfigFlags(t *testing.T) {
 		{"bad port", []string{"--port=0"}, nil, "--port"},
 		{"hygiene default action is deny", nil, func(c *Config) bool { return c.Hygiene.DefaultAction == "deny" }, ""},
 		{"hygiene default action warn", []string{"--hygiene-default-action=Warn"}, func(c *Config) bool { return c.Hygiene.DefaultAction == "warn" }, ""},
+		{"hygiene rules judged by CEL", []string{"--hygiene-cel-rules=SG001-open-rule, SG002-any-cidr,"}, func(c *Config) bool {
+			return slices.Equal(c.Hygiene.CELRules, []string{"SG001-open-rule", "SG002-any-cidr"})
+		}, ""},
 		{"max connections", []string{"--max-connections=10"}, func(c *Config) bool { return c.MaxConnections == 10 }, ""},
 		{"no connections", []string{"--max-connections=0"}, nil, "--max-connections"},
 		{"empty namespace", []string{"--namespace="}, nil, "--namespace"},

@@ -514,3 +514,68 @@ func TestHelperOutsideRulesWarns(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestJudgedByAPIServer: built-ins the chart's CEL policies judge are not evaluated (a
+// rule judged once), stay listed in Status with their action, take action overrides
+// without an "unknown rule" warning; a custom rule replacing one is evaluated; an id
+// that is no built-in is refused.
+func TestJudgedByAPIServer(t *testing.T) {
+	openAllNamespaces := ast.MustParseTerm(`{
+		"request": {"operation": "CREATE", "namespace": "app", "name": "p"},
+		"policy": {"metadata": {"name": "p", "namespace": "app"}, "spec": {"podSelector": {}, "ingress": [{}, {"from": [{"namespaceSelector": {}}]}]}}
+	}`).Value
+	for _, tc := range []struct {
+		name    string
+		skip    []string
+		actions Actions
+		custom  map[string]string
+		want    string
+	}{
+		{name: "none skipped", want: "SG001-open-rule=deny,SG003-all-namespaces=deny"},
+		{name: "SG001 skipped", skip: []string{"SG001-open-rule"}, want: "SG003-all-namespaces=deny"},
+		{name: "both skipped, overrides known", skip: []string{"SG001-open-rule", "SG003-all-namespaces"}, actions: Actions{"SG001": Warn}, want: ""},
+		{name: "custom replacement still judged", skip: []string{"SG001-open-rule"}, custom: map[string]string{
+			"open.rego": "package strictgate.rules.sg001\n\nid := \"SG001-open-rule\"\n\naction := \"warn\"\n\nviolation contains \"SG001-open-rule: custom\" if input.policy.spec.ingress\n",
+		}, want: "SG001-open-rule=warn,SG003-all-namespaces=deny"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := Options{JudgedByAPIServer: tc.skip, Actions: tc.actions}
+			if tc.custom != nil {
+				opts.Dir = t.TempDir()
+				for n, c := range tc.custom {
+					write(t, opts.Dir, n, c)
+				}
+			}
+			e := newEngine(t, opts)
+			if got := strings.Join(ids(evaluate(t, e, openAllNamespaces)), ","); got != tc.want {
+				t.Fatalf("findings %q, want %q", got, tc.want)
+			}
+			st := e.Status()
+			if !st.Healthy || len(st.Warnings) != 0 {
+				t.Fatalf("status healthy=%v warnings=%v error=%q", st.Healthy, st.Warnings, st.LastError)
+			}
+			for _, id := range tc.skip {
+				var info *RuleInfo
+				for i := range st.Rules {
+					if st.Rules[i].ID == id {
+						info = &st.Rules[i]
+					}
+				}
+				replaced := tc.custom != nil
+				switch {
+				case info == nil:
+					t.Fatalf("%s missing from Status.Rules", id)
+				case replaced && info.Source == SourceCEL:
+					t.Fatalf("%s: a custom replacement is listed as judged by the API server", id)
+				case !replaced && info.Source != SourceCEL:
+					t.Fatalf("%s: source %q, want %q", id, info.Source, SourceCEL)
+				case !replaced && tc.actions != nil && id == "SG001-open-rule" && info.Action != Warn:
+					t.Fatalf("%s: action %q, want the override warn", id, info.Action)
+				}
+			}
+		})
+	}
+	if _, err := New(context.Background(), Options{JudgedByAPIServer: []string{"SG999-nope"}, Log: logr.Discard()}); err == nil || !strings.Contains(err.Error(), `"SG999-nope"`) {
+		t.Fatalf("unknown id: err %v, want it named", err)
+	}
+}
