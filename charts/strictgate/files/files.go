@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -78,6 +79,69 @@ func DecodeWebhookRole() (*rbacv1.ClusterRole, error) {
 		return nil, fmt.Errorf("decode webhook-rbac.yaml: unexpected %T", objs[0])
 	}
 	return role, nil
+}
+
+// HygieneCELYAML is files/hygiene-cel.yaml: the stateless hygiene rules as
+// ValidatingAdmissionPolicies, one binding each.
+//
+//go:embed hygiene-cel.yaml
+var HygieneCELYAML []byte
+
+// HygieneCELRuleIDAnnotation names the Rego rule a policy of hygiene-cel.yaml stands for.
+const HygieneCELRuleIDAnnotation = "strictgate.dev/rule-id"
+
+// HygieneCEL holds the decoded objects of hygiene-cel.yaml, by policy name.
+type HygieneCEL struct {
+	Policies map[string]*admissionregistrationv1.ValidatingAdmissionPolicy
+	Bindings map[string]*admissionregistrationv1.ValidatingAdmissionPolicyBinding
+}
+
+// DecodeHygieneCEL decodes HygieneCELYAML strictly and checks its shape: every policy
+// names its rule and has exactly one binding, which the chart rewrites.
+func DecodeHygieneCEL() (*HygieneCEL, error) {
+	objs, err := decodeAll(HygieneCELYAML)
+	if err != nil {
+		return nil, fmt.Errorf("decode hygiene-cel.yaml: %w", err)
+	}
+	h := &HygieneCEL{Policies: map[string]*admissionregistrationv1.ValidatingAdmissionPolicy{}, Bindings: map[string]*admissionregistrationv1.ValidatingAdmissionPolicyBinding{}}
+	ids := map[string]bool{}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *admissionregistrationv1.ValidatingAdmissionPolicy:
+			id := o.Annotations[HygieneCELRuleIDAnnotation]
+			if id == "" || ids[id] {
+				return nil, fmt.Errorf("decode hygiene-cel.yaml: policy %s: rule id %q missing or repeated", o.Name, id)
+			}
+			ids[id] = true
+			h.Policies[o.Name] = o
+		case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+			if h.Bindings[o.Spec.PolicyName] != nil {
+				return nil, fmt.Errorf("decode hygiene-cel.yaml: policy %s has two bindings", o.Spec.PolicyName)
+			}
+			h.Bindings[o.Spec.PolicyName] = o
+		default:
+			return nil, fmt.Errorf("decode hygiene-cel.yaml: unexpected %T", o)
+		}
+	}
+	if len(h.Policies) == 0 || len(h.Policies) != len(h.Bindings) {
+		return nil, fmt.Errorf("decode hygiene-cel.yaml: %d policies, %d bindings: want one binding per policy", len(h.Policies), len(h.Bindings))
+	}
+	for name := range h.Bindings {
+		if h.Policies[name] == nil {
+			return nil, fmt.Errorf("decode hygiene-cel.yaml: binding for unknown policy %s", name)
+		}
+	}
+	return h, nil
+}
+
+// RuleIDs are the rule ids of the policies, sorted.
+func (h *HygieneCEL) RuleIDs() []string {
+	var ids []string
+	for _, p := range h.Policies {
+		ids = append(ids, p.Annotations[HygieneCELRuleIDAnnotation])
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // GateGuard holds the decoded objects of gate-guard.yaml.

@@ -1,6 +1,7 @@
 package chartfiles
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,6 +54,28 @@ func TestWebhookRoleDecodes(t *testing.T) {
 			if v == "*" {
 				t.Fatal("webhook role grants '*': keep it least-privilege")
 			}
+		}
+	}
+}
+
+// TestHygieneCELDecodes: the file decodes strictly, one binding per policy, and holds
+// exactly the built-in rules that judge the policy object alone (the others read
+// cluster state: policies/README.md, "CEL"). A new stateless built-in belongs here.
+func TestHygieneCELDecodes(t *testing.T) {
+	h, err := DecodeHygieneCEL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"SG001-open-rule", "SG002-any-cidr", "SG003-all-namespaces", "SG004-cloud-metadata", "SG005-policy-types", "SG006-port-range"}
+	if got := h.RuleIDs(); !slices.Equal(got, want) {
+		t.Fatalf("CEL rules %v, want %v", got, want)
+	}
+	for name, p := range h.Policies {
+		if a := p.Annotations["strictgate.dev/action"]; a != "deny" && a != "warn" && a != "dryrun" {
+			t.Errorf("%s: strictgate.dev/action %q, want the Rego rule's action", name, a)
+		}
+		if len(p.Spec.Validations) != 1 || p.Spec.Validations[0].MessageExpression == "" {
+			t.Errorf("%s: want one validation with a messageExpression", name)
 		}
 	}
 }
