@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/open-policy-agent/opa/v1/ast"
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,12 +27,18 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/strictgate/strictgate/test/controlplane"
+	"github.com/strictgate/strictgate/webhook"
 	"github.com/strictgate/strictgate/webhook/hygiene"
 )
 
@@ -62,12 +70,13 @@ kind: Policy
 omitStages: [RequestReceived]
 rules:
   - level: Metadata
-    resources: [{group: networking.k8s.io, resources: [networkpolicies]}]
+    resources: [{group: networking.k8s.io, resources: [networkpolicies]}, {group: policy.networking.k8s.io, resources: [clusternetworkpolicies]}]
   - level: None
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := &envtest.Environment{}
+	// The chart's ClusterNetworkPolicy CRD (crds/), as Helm installs it.
+	env := &envtest.Environment{CRDInstallOptions: envtest.CRDInstallOptions{Paths: []string{filepath.Join("strictgate", "crds")}}}
 	env.ControlPlane.GetAPIServer().Configure().
 		Set("audit-log-path", auditLog).
 		Set("audit-policy-file", auditPolicy)
@@ -89,34 +98,55 @@ rules:
 	selfCfg := rest.CopyConfig(cfg)
 	selfCfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + testNamespace + ":strictgate-webhook", Groups: []string{"system:masters", "system:authenticated"}}
 	self := kubernetes.NewForConfigOrDie(selfCfg)
+	selfDyn := dynamic.NewForConfigOrDie(selfCfg)
+	userDyn := dynamic.NewForConfigOrDie(userCfg)
 
 	// The stored form of every corpus object; objects the API server refuses as invalid
 	// are never judged by admission, so they drop out here.
-	corpus := hygieneCorpus(rand.New(rand.NewPCG(15, 2026)), 150)
-	var stored []*networkingv1.NetworkPolicy
-	var invalid int
-	for i, np := range corpus {
+	var stored []celObject
+	invalid := map[string]int{}
+	for i, np := range hygieneCorpus(rand.New(rand.NewPCG(15, 2026)), 150) {
 		np = np.DeepCopy()
 		np.Name = fmt.Sprintf("np-%03d", i)
 		out, err := self.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		switch {
 		case apierrors.IsInvalid(err):
-			invalid++
+			invalid["NetworkPolicy"]++
 			continue
 		case err != nil:
 			t.Fatalf("dry-run %s as strictgate's service account: %v", np.Name, err)
 		}
-		stored = append(stored, out)
+		stored = append(stored, celObject{label: np.Name, np: out})
 	}
-	if len(stored) < len(corpus)*3/4 {
-		t.Fatalf("only %d of %d corpus objects are valid NetworkPolicies: the generator tests too little", len(stored), len(corpus))
+	nps := len(stored)
+	for i, cp := range cnpCorpus(rand.New(rand.NewPCG(15, 2027)), 100) {
+		cp.Name = fmt.Sprintf("cnp-%03d", i)
+		o, err := runtime.DefaultUnstructuredConverter.ToUnstructured(cp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: o}
+		u.SetAPIVersion("policy.networking.k8s.io/v1beta1")
+		u.SetKind("ClusterNetworkPolicy")
+		out, err := selfDyn.Resource(cnpResource).Create(ctx, u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case apierrors.IsInvalid(err):
+			invalid["ClusterNetworkPolicy"]++
+			continue
+		case err != nil:
+			t.Fatalf("dry-run %s as strictgate's service account: %v", cp.Name, err)
+		}
+		stored = append(stored, celObject{label: cp.Name, cnp: out})
 	}
-	t.Logf("corpus: %d objects, %d refused by API validation", len(corpus), invalid)
+	if nps < 150 || len(stored)-nps < 75 {
+		t.Fatalf("only %d NetworkPolicies and %d ClusterNetworkPolicies of the corpus are valid: the generators test too little", nps, len(stored)-nps)
+	}
+	t.Logf("corpus: %d NetworkPolicies, %d ClusterNetworkPolicies valid; refused by API validation: %v", nps, len(stored)-nps, invalid)
 
 	phases := []celPhase{
 		{name: "defaults", defaultAction: hygiene.Deny},
 		{name: "warn", defaultAction: hygiene.Warn, maxPortRange: 100},
-		{name: "mixed", defaultAction: hygiene.DryRun, actions: hygiene.Actions{"SG001": hygiene.Warn, "SG002-any-cidr": hygiene.Deny, "SG005": hygiene.Deny}},
+		{name: "mixed", defaultAction: hygiene.DryRun, actions: hygiene.Actions{"SG001": hygiene.Warn, "SG002-any-cidr": hygiene.Deny, "SG005": hygiene.Deny, "SG013": hygiene.Warn}},
 	}
 	counts := map[string]int{}
 	var installed, celIDs []string
@@ -141,8 +171,26 @@ rules:
 				t.Fatal(err)
 			}
 			inputs := hygiene.NewInputBuilder(hygiene.Settings{MaxPortRange: ph.maxPortRange})
-			expect := func(np *networkingv1.NetworkPolicy) celVerdict {
-				in, err := inputs.Build(ctx, &hygiene.Review{Operation: "CREATE", Namespace: ns, Name: np.Name, Object: np}, nil)
+			// expect is Rego's verdict on o submitted as name (CNP messages name the policy).
+			expect := func(o celObject, name string) celVerdict {
+				var in ast.Value
+				var err error
+				if o.np != nil {
+					np := o.np.DeepCopy()
+					np.Name = name
+					in, err = inputs.Build(ctx, &hygiene.Review{Operation: "CREATE", Namespace: ns, Name: name, Object: np}, nil)
+				} else {
+					u := o.cnp.DeepCopy()
+					u.SetName(name)
+					raw, merr := u.MarshalJSON()
+					if merr != nil {
+						t.Fatal(merr)
+					}
+					in, err = webhook.ClusterNetworkPolicyHygieneInput(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+						UID: "differential", Operation: admissionv1.Create, Name: name,
+						Kind: metav1.GroupVersionKind{Group: "policy.networking.k8s.io", Version: "v1beta1", Kind: "ClusterNetworkPolicy"}, Object: runtime.RawExtension{Raw: raw},
+					}})
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -152,50 +200,70 @@ rules:
 				}
 				v := celVerdict{}
 				for _, f := range fs {
-					if slices.Contains(ids.ruleIDs(), f.ID) {
+					if slices.Contains(celIDs, f.ID) {
 						v.add(f.Action, f.ID, f.Message)
 					}
 				}
 				return v
 			}
-			submit := func(np *networkingv1.NetworkPolicy, name string) (celVerdict, error) {
-				np = np.DeepCopy()
-				np.Name, np.ResourceVersion, np.UID, np.CreationTimestamp, np.ManagedFields = name, "", "", metav1.Time{}, nil
+			submit := func(o celObject, name string) (celVerdict, error) {
 				warnings.take()
-				_, err := user.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				var err error
+				if o.np != nil {
+					np := o.np.DeepCopy()
+					np.Name, np.ResourceVersion, np.UID, np.CreationTimestamp, np.ManagedFields = name, "", "", metav1.Time{}, nil
+					_, err = user.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				} else {
+					u := o.cnp.DeepCopy()
+					u.SetName(name)
+					u.SetResourceVersion("")
+					u.SetUID("")
+					u.SetCreationTimestamp(metav1.Time{})
+					u.SetManagedFields(nil)
+					_, err = userDyn.Resource(cnpResource).Create(ctx, u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				}
 				return ids.parse(err, warnings.take())
 			}
 
 			// The API server loads policies and bindings asynchronously: wait until the
-			// object that breaks every rule is judged as Rego judges it.
-			sentinel := stored[0]
-			want := expect(sentinel)
-			if len(want.all()) != len(ids.byPolicy) {
-				t.Fatalf("sentinel breaks %v, want every CEL rule %v", want.all(), ids.ruleIDs())
+			// two sentinels (NetworkPolicy and ClusterNetworkPolicy), which between them
+			// break every rule, are judged as Rego judges them.
+			sentinels := []celObject{stored[0], stored[nps]}
+			var broken []string
+			for _, o := range sentinels {
+				broken = append(broken, expect(o, "sentinel").all()...)
 			}
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				got, err := submit(sentinel, fmt.Sprintf("sentinel-%d", pi))
-				if err == nil && got.matches(want) {
-					break
+			sort.Strings(broken)
+			if !slices.Equal(broken, celIDs) {
+				t.Fatalf("sentinels break %v, want every CEL rule %v", broken, celIDs)
+			}
+			for si, o := range sentinels {
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					name := fmt.Sprintf("sentinel-%d-%d", pi, si)
+					got, err := submit(o, name)
+					want := expect(o, name)
+					if err == nil && got.matches(want) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("policies not in force within 30s: sentinel %s got %+v (%v), want %+v", o.label, got, err, want)
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("policies not in force within 30s: sentinel got %+v (%v), want %+v", got, err, want)
-				}
-				time.Sleep(200 * time.Millisecond)
 			}
 
 			wantAudit := map[string]findingSet{}
-			for i, np := range stored {
+			for i, o := range stored {
 				name := fmt.Sprintf("p%d-%03d", pi, i)
-				want := expect(np)
-				got, err := submit(np, name)
+				want := expect(o, name)
+				got, err := submit(o, name)
 				if err != nil {
-					t.Fatalf("%s (%s): %v", name, np.Name, err)
+					t.Fatalf("%s (%s): %v", name, o.label, err)
 				}
 				if !got.matches(want) {
 					t.Errorf("%s: CEL and Rego disagree\n object: %s\n CEL  deny %v warn %v\n Rego deny %v warn %v",
-						np.Name, specJSON(np), got.deny, got.warn, want.deny, want.warn)
+						o.label, o.specJSON(), got.deny, got.warn, want.deny, want.warn)
 				}
 				wantAudit[name] = want.dryrun
 				for _, id := range want.all() {
@@ -212,12 +280,12 @@ rules:
 		})
 	}
 	// With the policies in force the webhook skips exactly these rules (the chart passes
-	// them as --hygiene-cel-rules): the sentinel then has no finding of them there.
+	// them as --hygiene-cel-rules): the NetworkPolicy sentinel then has no finding of them.
 	skipping, err := hygiene.New(ctx, hygiene.Options{JudgedByAPIServer: celIDs, Log: testr.New(t)})
 	if err != nil {
 		t.Fatalf("the chart's CEL rules %v are not all built-in rules: %v", celIDs, err)
 	}
-	in, err := hygiene.NewInputBuilder(hygiene.Settings{}).Build(ctx, &hygiene.Review{Operation: "CREATE", Namespace: ns, Name: "s", Object: stored[0]}, nil)
+	in, err := hygiene.NewInputBuilder(hygiene.Settings{}).Build(ctx, &hygiene.Review{Operation: "CREATE", Namespace: ns, Name: "s", Object: stored[0].np}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,12 +299,30 @@ rules:
 		}
 	}
 	// Every rule must have been exercised, or the comparison proves little for it.
-	for _, id := range []string{"SG001-open-rule", "SG002-any-cidr", "SG003-all-namespaces", "SG004-cloud-metadata", "SG005-policy-types", "SG006-port-range"} {
+	for _, id := range celIDs {
 		if counts[id] < 3*len(phases) {
 			t.Errorf("rule %s found only %d times in the corpus over %d phases: add cases", id, counts[id], len(phases))
 		}
 	}
 	t.Logf("findings per rule over all phases: %v", counts)
+}
+
+var cnpResource = schema.GroupVersionResource{Group: "policy.networking.k8s.io", Version: "v1beta1", Resource: "clusternetworkpolicies"}
+
+// celObject is one corpus object as the API server stores it: a NetworkPolicy or a
+// ClusterNetworkPolicy.
+type celObject struct {
+	label string
+	np    *networkingv1.NetworkPolicy
+	cnp   *unstructured.Unstructured
+}
+
+func (o celObject) specJSON() string {
+	if o.np != nil {
+		return specJSON(o.np)
+	}
+	b, _ := json.Marshal(o.cnp.Object["spec"])
+	return string(b)
 }
 
 // findingSet maps rule id to its sorted messages. In a set read from the API server,
@@ -851,4 +937,154 @@ func TestHygieneCELValues(t *testing.T) {
 	if ps, _ := policies(r); len(ps) != len(want) {
 		t.Errorf("%d policies with skipInWebhook false, want %d", len(ps), len(want))
 	}
+}
+
+// cnpCorpus is the hand-written ClusterNetworkPolicy edge cases of SG012 and SG013, the
+// first of which breaks both (a sentinel), followed by n random ones from rnd.
+func cnpCorpus(rnd *rand.Rand, n int) []*cnpv1beta1.ClusterNetworkPolicy {
+	type ing = cnpv1beta1.ClusterNetworkPolicyIngressRule
+	type egr = cnpv1beta1.ClusterNetworkPolicyEgressRule
+	type ipeer = cnpv1beta1.ClusterNetworkPolicyIngressPeer
+	type epeer = cnpv1beta1.ClusterNetworkPolicyEgressPeer
+	type proto = cnpv1beta1.ClusterNetworkPolicyProtocol
+	const (
+		accept = cnpv1beta1.ClusterNetworkPolicyRuleActionAccept
+		deny   = cnpv1beta1.ClusterNetworkPolicyRuleActionDeny
+		pass   = cnpv1beta1.ClusterNetworkPolicyRuleActionPass
+	)
+	sel := func(kv ...string) *metav1.LabelSelector {
+		s := &metav1.LabelSelector{}
+		if len(kv) > 0 {
+			s.MatchLabels = map[string]string{}
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			s.MatchLabels[kv[i]] = kv[i+1]
+		}
+		return s
+	}
+	pods := func(ns, pod *metav1.LabelSelector) *cnpv1beta1.NamespacedPod {
+		return &cnpv1beta1.NamespacedPod{NamespaceSelector: *ns, PodSelector: *pod}
+	}
+	udp := func(port int32) proto {
+		return proto{UDP: &cnpv1beta1.ClusterNetworkPolicyProtocolUDP{DestinationPort: &cnpv1beta1.Port{Number: port}}}
+	}
+	tcp := func(port int32) proto {
+		return proto{TCP: &cnpv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnpv1beta1.Port{Number: port}}}
+	}
+	tcpRange := func(start, end int32) proto {
+		return proto{TCP: &cnpv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnpv1beta1.Port{Range: &cnpv1beta1.PortRange{Start: start, End: end}}}}
+	}
+	pol := func(tier cnpv1beta1.Tier, in []ing, eg []egr) *cnpv1beta1.ClusterNetworkPolicy {
+		return &cnpv1beta1.ClusterNetworkPolicy{Spec: cnpv1beta1.ClusterNetworkPolicySpec{
+			Tier: tier, Priority: 10, Subject: cnpv1beta1.ClusterNetworkPolicySubject{Namespaces: sel()}, Ingress: in, Egress: eg,
+		}}
+	}
+	admin, baseline := cnpv1beta1.AdminTier, cnpv1beta1.BaselineTier
+	kubeSystem := sel("kubernetes.io/metadata.name", "kube-system")
+	kubeDNS := &epeer{Pods: pods(kubeSystem, sel("k8s-app", "kube-dns"))}
+	all4 := epeer{Networks: []cnpv1beta1.CIDR{"0.0.0.0/0"}}
+
+	out := []*cnpv1beta1.ClusterNetworkPolicy{
+		// The sentinel: SG012 (ingress[0]) and SG013 (egress[0]).
+		pol(admin, []ing{{Action: accept, From: []ipeer{{Namespaces: sel()}}}}, []egr{{Action: deny, To: []epeer{all4}}}),
+		// SG012
+		pol(admin, []ing{{Action: accept, From: []ipeer{{Pods: pods(sel(), sel())}}}}, nil),
+		pol(admin, []ing{{Action: accept, From: []ipeer{{Namespaces: sel("team", "a")}, {Namespaces: sel()}}}}, nil),
+		pol(admin, []ing{{Action: accept, From: []ipeer{{Namespaces: sel()}}, Protocols: []proto{tcp(9090)}}}, nil),
+		pol(admin, []ing{{Action: accept, From: []ipeer{{Pods: pods(sel("team", "a"), sel())}}}}, nil),
+		pol(baseline, []ing{{Action: accept, From: []ipeer{{Namespaces: sel()}}}}, nil),
+		pol(admin, []ing{{Action: deny, From: []ipeer{{Namespaces: sel()}}}}, nil),
+		pol(admin, nil, []egr{{Action: accept, To: []epeer{{Networks: []cnpv1beta1.CIDR{"10.0.0.0/8", "::/0"}}}}}),
+		pol(admin, nil, []egr{{Action: accept, To: []epeer{{Networks: []cnpv1beta1.CIDR{"10.0.0.0/8"}}}}}),
+		pol(admin, nil, []egr{{Action: accept, To: []epeer{{Namespaces: sel()}, {Pods: pods(sel(), sel())}}}}),
+		pol(admin, nil, []egr{{Action: pass, To: []epeer{{Namespaces: sel()}}}}),
+		// SG013
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{{Namespaces: kubeSystem}}, Protocols: []proto{udp(53)}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{*kubeDNS}, Protocols: []proto{tcpRange(1, 1024)}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{*kubeDNS}, Protocols: []proto{tcpRange(54, 1024)}}}),
+		pol(admin, nil, []egr{{Action: accept, To: []epeer{*kubeDNS}, Protocols: []proto{udp(53), tcp(53)}}, {Action: deny, To: []epeer{all4}}}),
+		pol(admin, nil, []egr{{Action: accept, To: []epeer{*kubeDNS}, Protocols: []proto{udp(53)}}, {Action: deny, To: []epeer{all4}}}),
+		pol(admin, nil, []egr{{Action: pass, To: []epeer{{Namespaces: kubeSystem}}}, {Action: deny, To: []epeer{{Namespaces: sel()}}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{all4}}, {Action: accept, To: []epeer{*kubeDNS}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{{Namespaces: sel()}}, Protocols: []proto{tcp(80)}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{{Namespaces: sel("kubernetes.io/metadata.name", "shop")}}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{{Pods: pods(kubeSystem, sel("k8s-app", "other"))}}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{{Pods: pods(sel(), sel("k8s-app", "kube-dns"))}}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{{Networks: []cnpv1beta1.CIDR{"10.96.0.10/32"}}}}}),
+		pol(baseline, nil, []egr{{Action: deny, To: []epeer{all4}}}),
+		pol(admin, nil, []egr{{Action: deny, To: []epeer{all4}}, {Action: deny, To: []epeer{{Namespaces: sel()}}, Protocols: []proto{udp(53)}}}),
+	}
+
+	nsSel := func() *metav1.LabelSelector {
+		switch rnd.IntN(4) {
+		case 0:
+			return sel()
+		case 1:
+			return kubeSystem
+		case 2:
+			return sel("team", "a")
+		}
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "kube-system"},
+			MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "env", Operator: metav1.LabelSelectorOpExists}}}
+	}
+	podSel := func() *metav1.LabelSelector {
+		return []*metav1.LabelSelector{sel(), sel("k8s-app", "kube-dns"), sel("app", "web")}[rnd.IntN(3)]
+	}
+	protocols := func() []proto {
+		var ps []proto
+		for range rnd.IntN(3) {
+			port := cnpv1beta1.Port{Number: []int32{53, 80, 5353}[rnd.IntN(3)]}
+			if rnd.IntN(3) == 0 {
+				r := [][2]int32{{1, 1024}, {54, 100}, {50, 60}}[rnd.IntN(3)]
+				port = cnpv1beta1.Port{Range: &cnpv1beta1.PortRange{Start: r[0], End: r[1]}}
+			}
+			switch rnd.IntN(3) {
+			case 0:
+				ps = append(ps, proto{TCP: &cnpv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &port}})
+			case 1:
+				ps = append(ps, proto{UDP: &cnpv1beta1.ClusterNetworkPolicyProtocolUDP{DestinationPort: &port}})
+			default:
+				ps = append(ps, proto{SCTP: &cnpv1beta1.ClusterNetworkPolicyProtocolSCTP{DestinationPort: &port}})
+			}
+		}
+		return ps
+	}
+	action := func() cnpv1beta1.ClusterNetworkPolicyRuleAction {
+		return []cnpv1beta1.ClusterNetworkPolicyRuleAction{accept, deny, pass}[rnd.IntN(3)]
+	}
+	for range n {
+		tier := admin
+		if rnd.IntN(4) == 0 {
+			tier = baseline
+		}
+		p := pol(tier, nil, nil)
+		p.Spec.Priority = int32(rnd.IntN(100))
+		for range rnd.IntN(3) {
+			var from []ipeer
+			for range 1 + rnd.IntN(2) {
+				if rnd.IntN(2) == 0 {
+					from = append(from, ipeer{Namespaces: nsSel()})
+				} else {
+					from = append(from, ipeer{Pods: pods(nsSel(), podSel())})
+				}
+			}
+			p.Spec.Ingress = append(p.Spec.Ingress, ing{Action: action(), From: from, Protocols: protocols()})
+		}
+		for range rnd.IntN(4) {
+			var to []epeer
+			for range 1 + rnd.IntN(2) {
+				switch rnd.IntN(3) {
+				case 0:
+					to = append(to, epeer{Namespaces: nsSel()})
+				case 1:
+					to = append(to, epeer{Pods: pods(nsSel(), podSel())})
+				default:
+					to = append(to, epeer{Networks: []cnpv1beta1.CIDR{[]cnpv1beta1.CIDR{"0.0.0.0/0", "::/0", "10.0.0.0/8"}[rnd.IntN(3)]}})
+				}
+			}
+			p.Spec.Egress = append(p.Spec.Egress, egr{Action: action(), To: to, Protocols: protocols()})
+		}
+		out = append(out, p)
+	}
+	return out
 }
