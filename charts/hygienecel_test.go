@@ -52,9 +52,10 @@ type celPhase struct {
 }
 
 // TestHygieneCELMatchesRego is the differential test of files/hygiene-cel.yaml: a corpus
-// of NetworkPolicies (hand-written edge cases and seeded random ones) is submitted to a
-// real kube-apiserver on which only the chart's hygiene ValidatingAdmissionPolicies are
-// installed (no webhook runs), under several action settings. For every object the
+// of NetworkPolicies and ClusterNetworkPolicies (hand-written edge cases and seeded
+// random ones) is submitted to a real kube-apiserver, with the chart's CRD, on which only
+// the chart's hygiene ValidatingAdmissionPolicies are installed (no webhook runs), under
+// several action settings. For every object the
 // answer — refused or not, by which rule with which messages, the warnings, and the
 // audit annotations of [Audit] bindings — must equal what the Rego built-ins decide for
 // the same object (webhook/hygiene in-process, with the webhook's action rules), for
@@ -880,12 +881,14 @@ func TestHygieneCELValues(t *testing.T) {
 	}})
 	ps, bs := policies(r)
 	want := map[string]admissionregistrationv1.ValidationAction{
-		"SG001-open-rule":      admissionregistrationv1.Warn,  // deny capped at warn
-		"SG002-any-cidr":       admissionregistrationv1.Deny,  // prefix override beats the cap
-		"SG003-all-namespaces": admissionregistrationv1.Audit, // full-id override
-		"SG004-cloud-metadata": admissionregistrationv1.Warn,  // another id's override does not apply
-		"SG005-policy-types":   admissionregistrationv1.Warn,
-		"SG006-port-range":     admissionregistrationv1.Warn,
+		"SG001-open-rule":            admissionregistrationv1.Warn,  // deny capped at warn
+		"SG002-any-cidr":             admissionregistrationv1.Deny,  // prefix override beats the cap
+		"SG003-all-namespaces":       admissionregistrationv1.Audit, // full-id override
+		"SG004-cloud-metadata":       admissionregistrationv1.Warn,  // another id's override does not apply
+		"SG005-policy-types":         admissionregistrationv1.Warn,
+		"SG006-port-range":           admissionregistrationv1.Warn,
+		"SG012-cnp-admin-accept-all": admissionregistrationv1.Warn,
+		"SG013-cnp-cuts-dns":         admissionregistrationv1.Warn,
 	}
 	if len(ps) != len(want) || len(bs) != len(want) {
 		t.Fatalf("%d policies, %d bindings; want %d of each", len(ps), len(bs), len(want))

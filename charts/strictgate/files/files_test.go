@@ -66,7 +66,7 @@ func TestHygieneCELDecodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"SG001-open-rule", "SG002-any-cidr", "SG003-all-namespaces", "SG004-cloud-metadata", "SG005-policy-types", "SG006-port-range"}
+	want := []string{"SG001-open-rule", "SG002-any-cidr", "SG003-all-namespaces", "SG004-cloud-metadata", "SG005-policy-types", "SG006-port-range", "SG012-cnp-admin-accept-all", "SG013-cnp-cuts-dns"}
 	if got := h.RuleIDs(); !slices.Equal(got, want) {
 		t.Fatalf("CEL rules %v, want %v", got, want)
 	}
