@@ -254,6 +254,32 @@ rules:
 				}
 			}
 
+			// strictgate's own service account is not judged (its default-deny
+			// controller must always be able to write), as in the webhook.
+			for si, o := range sentinels {
+				name := fmt.Sprintf("self-%d-%d", pi, si)
+				warnings.take()
+				var err error
+				if o.np != nil {
+					np := o.np.DeepCopy()
+					np.Name, np.ResourceVersion, np.UID, np.CreationTimestamp, np.ManagedFields = name, "", "", metav1.Time{}, nil
+					_, err = self.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				} else {
+					u := o.cnp.DeepCopy()
+					u.SetName(name)
+					u.SetResourceVersion("")
+					u.SetUID("")
+					u.SetManagedFields(nil)
+					_, err = selfDyn.Resource(cnpResource).Create(ctx, u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				}
+				if err != nil {
+					t.Errorf("strictgate's service account refused for sentinel %s: %v", o.label, err)
+				}
+			}
+			if pi == 0 {
+				checkUpdateAndDeletion(ctx, t, self, user, ns, stored[0].np, ids)
+			}
+
 			wantAudit := map[string]findingSet{}
 			for i, o := range stored {
 				name := fmt.Sprintf("p%d-%03d", pi, i)
@@ -306,6 +332,36 @@ rules:
 		}
 	}
 	t.Logf("findings per rule over all phases: %v", counts)
+}
+
+// checkUpdateAndDeletion: an UPDATE is judged like a CREATE, but once a policy is being
+// deleted its finalizer removals go through (the webhook's rule too), so a bad policy can
+// always be deleted. bad breaks deny rules; self stored it (unjudged).
+func checkUpdateAndDeletion(ctx context.Context, t *testing.T, self, user kubernetes.Interface, ns string, bad *networkingv1.NetworkPolicy, ids celPolicies) {
+	t.Helper()
+	np := bad.DeepCopy()
+	np.Name, np.ResourceVersion, np.UID, np.CreationTimestamp, np.ManagedFields = "finalized", "", "", metav1.Time{}, nil
+	np.Finalizers = []string{"example.com/hold"}
+	created, err := self.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create as strictgate's service account: %v", err)
+	}
+	created.Labels = map[string]string{"touched": "yes"}
+	_, err = user.NetworkingV1().NetworkPolicies(ns).Update(ctx, created, metav1.UpdateOptions{})
+	if v, perr := ids.parse(err, nil); perr != nil || len(v.deny) != 1 {
+		t.Fatalf("UPDATE of a bad policy: %v (parsed %+v, %v), want refused by a hygiene policy", err, v, perr)
+	}
+	if err := user.NetworkingV1().NetworkPolicies(ns).Delete(ctx, created.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("DELETE of a bad policy refused: %v", err)
+	}
+	deleting, err := user.NetworkingV1().NetworkPolicies(ns).Get(ctx, created.Name, metav1.GetOptions{})
+	if err != nil || deleting.DeletionTimestamp == nil {
+		t.Fatalf("policy with a finalizer not terminating after DELETE: %v", err)
+	}
+	deleting.Finalizers = nil
+	if _, err := user.NetworkingV1().NetworkPolicies(ns).Update(ctx, deleting, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("finalizer removal of a policy being deleted refused: %v", err)
+	}
 }
 
 var cnpResource = schema.GroupVersionResource{Group: "policy.networking.k8s.io", Version: "v1beta1", Resource: "clusternetworkpolicies"}
