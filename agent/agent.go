@@ -92,7 +92,7 @@ type Deps struct {
 	Client     kubernetes.Interface
 	Datapath   Datapath
 	Interfaces Interfaces // default netdev.New(nil)
-	Gate       Gate       // default gate.New(Client.CoreV1())
+	Gate       Gate       // default gate.New(Client.CoreV1(), the configured condition types)
 	// Events, if set, records an Event on a pod whenever its condition changes
 	// (NewEventRecorder).
 	Events record.EventRecorder
@@ -187,7 +187,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.Interfaces = netdev.New(nil)
 	}
 	if deps.Gate == nil {
-		deps.Gate = gate.New(deps.Client.CoreV1())
+		deps.Gate = gate.New(deps.Client.CoreV1(), gate.TypesOf(cfg.ConditionTypes)...)
 	}
 	if deps.Events != nil {
 		deps.Gate = eventingGate{deps.Gate, deps.Events}

@@ -38,6 +38,10 @@ func TestConfigValidate(t *testing.T) {
 		}, ""},
 		{"rotated event log without a file", func(c *agent.Config) { c.EventLogMaxSizeMB, c.EventLogMaxBackups = 10, 3 }, "want an absolute path"},
 		{"rotated event log without backups", func(c *agent.Config) { c.EventLogFile, c.EventLogMaxSizeMB = "/var/log/sg.log", 10 }, "max backups 0"},
+		{"no condition types", func(c *agent.Config) { c.ConditionTypes = nil }, "--condition-types: condition types: at least one"},
+		{"duplicate condition types", func(c *agent.Config) { c.ConditionTypes = []string{"x.io/a", "x.io/a"} }, `"x.io/a" is listed twice`},
+		{"invalid condition type", func(c *agent.Config) { c.ConditionTypes = []string{"x.io/a b"} }, "not a valid condition type"},
+		{"two condition types", func(c *agent.Config) { c.ConditionTypes = []string{contract.ConditionType, "x.io/a"} }, ""},
 		{"backups without rotation", func(c *agent.Config) { c.EventLogFile, c.EventLogMaxBackups = "/var/log/sg.log", 3 }, "needs --event-log-max-size-mb"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,7 +128,7 @@ func TestAgentOnAPIServer(t *testing.T) {
 			}
 		}
 		p, _ := cs.CoreV1().Pods("default").Get(ctx, "elsewhere", metav1.GetOptions{})
-		if _, ok := gate.Current(p); ok {
+		if _, ok := gate.Default.Current(p); ok {
 			t.Fatal("the agent set the condition of another node's pod")
 		}
 		if !slices.Contains(dp.hosts, mustAddr("192.0.2.10")) {

@@ -59,6 +59,9 @@ type Config struct {
 	// agent to program a pod at CNI ADD (agent/cniserver); CNITimeout bounds one request.
 	CNISocket  string
 	CNITimeout time.Duration
+	// ConditionTypes are the readiness-gate condition types the agent sets (the chart's
+	// gate.conditionTypes; the webhook's --condition-types).
+	ConditionTypes []string
 }
 
 // Scope is the set of namespaces strictgate does not enforce, as the webhook computes it.
@@ -81,6 +84,8 @@ func DefaultConfig() Config {
 		AllowHost:    true,
 		Namespace:    defaultNamespace(),
 		DefaultDeny:  true,
+		// A copy per Config: the flag writes into it.
+		ConditionTypes: contract.DefaultConditionTypes(),
 	}
 }
 
@@ -122,6 +127,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(contract.NamespaceSelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", contract.NamespaceSelectorUsage+" (give the webhook's value)")
 	fs.StringVar(&c.CNISocket, "cni-socket", c.CNISocket, "unix socket (mode 0600) on which the CNI plugin asks for program-at-ADD; empty disables")
 	fs.DurationVar(&c.CNITimeout, "cni-timeout", c.CNITimeout, "how long one program-at-ADD request may take")
+	fs.Var(contract.NewConditionTypesFlag(&c.ConditionTypes), "condition-types", contract.ConditionTypesUsage+" (give the webhook's value)")
 	fs.BoolVar(&c.DefaultDeny, "default-deny", c.DefaultDeny, "enforced namespaces get strictgate-default-deny, so a new pod's first programming waits for it (give the webhook's value)")
 }
 
@@ -155,6 +161,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers < 1 {
 		errs = append(errs, fmt.Errorf("--workers %d: want at least 1", c.Workers))
+	}
+	if err := contract.ValidateConditionTypes(c.ConditionTypes); err != nil {
+		errs = append(errs, fmt.Errorf("--condition-types: %w", err))
 	}
 	if c.ResyncPeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--resync-period %s: want a positive duration", c.ResyncPeriod))

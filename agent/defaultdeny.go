@@ -56,11 +56,10 @@ func (a *Agent) waitingCondition(ns string) gate.Condition {
 	}
 }
 
-// programmedBefore reports whether the pod carries a True condition, i.e. an agent on
-// this node programmed it before (only the agent may set the condition).
-func programmedBefore(pod *corev1.Pod) bool {
-	c, ok := gate.Current(pod)
-	return ok && c.Status == corev1.ConditionTrue && c.Reason == contract.ReasonProgrammed
+// programmedBefore reports whether the pod carries True conditions, i.e. an agent on
+// this node programmed it before (only the agent may set them).
+func (a *Agent) programmedBefore(pod *corev1.Pod) bool {
+	return gate.TypesOf(a.cfg.ConditionTypes).Programmed(pod)
 }
 
 // localPodsIn returns this node's pods in namespace ns: the pods whose wait depends on

@@ -76,6 +76,20 @@ func TestConfigScopeFlags(t *testing.T) {
 	if err := fs.Parse([]string{`--namespace-selector={"matchLabel":{}}`}); err == nil || !strings.Contains(err.Error(), "matchLabel") {
 		t.Fatalf("misspelt selector: %v", err)
 	}
+	// --condition-types: the chart's list, parsed as the webhook parses it; a bad list
+	// fails parsing and leaves the types as they were.
+	fs = flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--condition-types=" + contract.ConditionType + ",x.io/net-ready"}); err != nil || !slices.Equal(c.ConditionTypes, []string{contract.ConditionType, "x.io/net-ready"}) {
+		t.Fatalf("--condition-types: %v, %q", err, c.ConditionTypes)
+	}
+	fs = flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--condition-types=x.io/a,x.io/a"}); err == nil || !strings.Contains(err.Error(), "listed twice") || len(c.ConditionTypes) != 2 {
+		t.Fatalf("duplicate --condition-types: %v, %q", err, c.ConditionTypes)
+	}
 }
 
 // conditionLog records every condition the agent asks for, per pod: a False that the

@@ -328,7 +328,7 @@ func waitCondition(t *testing.T, cs kubernetes.Interface, ns, name string, ok fu
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, found := gate.Current(p)
+		c, found := gate.Default.Current(p)
 		if ok(c, found) {
 			return c
 		}

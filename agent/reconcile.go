@@ -258,7 +258,7 @@ func (a *Agent) program(ctx context.Context, key types.NamespacedName, pod *core
 		st = nil
 	}
 	if st == nil {
-		st = &podState{uid: pod.UID, changeSince: time.Now(), programmedOnce: programmedBefore(pod)}
+		st = &podState{uid: pod.UID, changeSince: time.Now(), programmedOnce: a.programmedBefore(pod)}
 		a.pods[key] = st
 	}
 	ip, hasIP := podIP(pod)
@@ -398,10 +398,11 @@ func (a *Agent) setStatus(key types.NamespacedName, s podStatus) {
 	a.mu.Unlock()
 }
 
-// setCondition patches the condition of pods that carry strictgate's readiness gate (or
-// already have the condition); pods of excluded namespaces are enforced but not gated.
+// setCondition patches the conditions of pods that carry one of strictgate's readiness
+// gates (or already have one of the conditions); pods of excluded namespaces are
+// enforced but not gated. Every configured type is set, in one patch.
 func (a *Agent) setCondition(ctx context.Context, pod *corev1.Pod, st *podState, want gate.Condition) (bool, error) {
-	if !wantsGate(pod) {
+	if !gate.TypesOf(a.cfg.ConditionTypes).Gated(pod) {
 		return false, nil
 	}
 	changed, err := a.deps.Gate.Set(ctx, pod, want)
@@ -422,16 +423,6 @@ func (a *Agent) setCondition(ctx context.Context, pod *corev1.Pod, st *podState,
 		a.mu.Unlock()
 	}
 	return changed, nil
-}
-
-func wantsGate(pod *corev1.Pod) bool {
-	for _, g := range pod.Spec.ReadinessGates {
-		if g.ConditionType == gate.ConditionType {
-			return true
-		}
-	}
-	_, ok := gate.Current(pod)
-	return ok
 }
 
 // forget detaches a pod that is gone (or no longer ours) and drops its state.

@@ -54,6 +54,9 @@ type Config struct {
 	// hygiene rules and NetworkPolicy enforcement stay, and the controller removes the
 	// policies it generated before.
 	DefaultDeny bool
+	// ConditionTypes are the readiness gates the pod mutator adds (the chart's
+	// gate.conditionTypes; the agent's --condition-types).
+	ConditionTypes []string
 	// OptOutGroups may add or change the opt-out label on a namespace. Removing the
 	// label is always allowed: it only switches enforcement back on.
 	OptOutGroups []string
@@ -100,6 +103,7 @@ func DefaultConfig() Config {
 		AgentServiceAccount: serviceAccountUser(DefaultNamespace, "strictgate-agent"),
 		OptOutGroups:        []string{DefaultOptOutGroup},
 		DefaultDeny:         true,
+		ConditionTypes:      contract.DefaultConditionTypes(),
 		DNSPolicy:           true,
 		DNSNamespace:        "kube-system",
 		DNSPodLabels:        map[string]string{"k8s-app": "kube-dns"},
@@ -130,6 +134,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(flagutil.NewStringList(&c.ExcludedNamespaces), "exclude-namespace", "namespace that is never enforced (repeatable or comma-separated)")
 	fs.Var(flagutil.NewStringList(&c.OptOutGroups), "opt-out-group", "group allowed to set the "+contract.EnforceLabel+" label (repeatable or comma-separated; replaces the default)")
 	fs.Var(contract.NamespaceSelectorFlag{Dst: &c.NamespaceSelector}, "namespace-selector", contract.NamespaceSelectorUsage)
+	fs.Var(contract.NewConditionTypesFlag(&c.ConditionTypes), "condition-types", contract.ConditionTypesUsage+" (give the agent's value)")
 	fs.BoolVar(&c.DefaultDeny, "default-deny", c.DefaultDeny, "generate strictgate-default-deny in every enforced namespace (false: gate and enforce NetworkPolicies only; generated policies are removed)")
 	fs.BoolVar(&c.DNSPolicy, "dns-policy", c.DNSPolicy, "generate strictgate-allow-dns (egress to kube-dns) beside strictgate-default-deny")
 	fs.StringVar(&c.DNSNamespace, "dns-namespace", c.DNSNamespace, "namespace of the cluster DNS pods strictgate-allow-dns allows")
@@ -166,6 +171,9 @@ func (c *Config) Validate() error {
 		if !strings.HasPrefix(user, "system:serviceaccount:") || strings.Count(user, ":") != 3 {
 			errs = append(errs, fmt.Errorf("%s %q: want system:serviceaccount:<namespace>:<name>", flagName, user))
 		}
+	}
+	if err := contract.ValidateConditionTypes(c.ConditionTypes); err != nil {
+		errs = append(errs, fmt.Errorf("--condition-types: %w", err))
 	}
 	if c.Port <= 0 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port %d: want 1-65535", c.Port))

@@ -40,6 +40,12 @@ func TestConfigFlags(t *testing.T) {
 		{"hygiene rules judged by CEL", []string{"--hygiene-cel-rules=SG001-open-rule, SG002-any-cidr,"}, func(c *Config) bool {
 			return slices.Equal(c.Hygiene.CELRules, []string{"SG001-open-rule", "SG002-any-cidr"})
 		}, ""},
+		{"condition types default", nil, func(c *Config) bool {
+			return slices.Equal(c.ConditionTypes, []string{"strictgate.dev/policy-programmed"})
+		}, ""},
+		{"condition types as the chart passes them", []string{"--condition-types=strictgate.dev/policy-programmed,networking.k8s.io/pod-network-ready"}, func(c *Config) bool {
+			return slices.Equal(c.ConditionTypes, []string{"strictgate.dev/policy-programmed", "networking.k8s.io/pod-network-ready"})
+		}, ""},
 		{"max connections", []string{"--max-connections=10"}, func(c *Config) bool { return c.MaxConnections == 10 }, ""},
 		{"no connections", []string{"--max-connections=0"}, nil, "--max-connections"},
 		{"empty namespace", []string{"--namespace="}, nil, "--namespace"},
@@ -68,5 +74,23 @@ func TestConfigFlags(t *testing.T) {
 				t.Fatalf("unexpected config %+v", c)
 			}
 		})
+	}
+}
+
+// TestConditionTypesFlagRefused: a bad --condition-types fails flag parsing, naming
+// the flag and the entry.
+func TestConditionTypesFlagRefused(t *testing.T) {
+	for _, arg := range []string{"--condition-types=", "--condition-types=a b", "--condition-types=x.io/a,x.io/a", "--condition-types=Ready"} {
+		c := DefaultConfig()
+		fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c.BindFlags(fs)
+		err := fs.Parse([]string{arg})
+		if err == nil || !strings.Contains(err.Error(), "condition-types") || !strings.Contains(err.Error(), "condition type") {
+			t.Errorf("Parse(%s) = %v, want an error naming --condition-types", arg, err)
+		}
+		if !slices.Equal(c.ConditionTypes, []string{"strictgate.dev/policy-programmed"}) {
+			t.Errorf("Parse(%s) changed the types to %q", arg, c.ConditionTypes)
+		}
 	}
 }

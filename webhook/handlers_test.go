@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -162,6 +163,59 @@ func TestPodMutator(t *testing.T) {
 			}
 			// Calling again on the result (re-invocation) must not patch.
 			if again := m.Handle(context.Background(), podRequest(tt.ns, tt.op, out)); !again.Allowed || len(again.Patches) != 0 {
+				t.Fatalf("second call: allowed=%v patches=%v", again.Allowed, again.Patches)
+			}
+		})
+	}
+}
+
+// TestPodMutatorConditionTypes: with two configured condition types every missing one
+// is added, in the configured order, after the pod's own gates; a gate already present
+// is not added twice; and the result is a fixed point.
+func TestPodMutatorConditionTypes(t *testing.T) {
+	const up = "networking.k8s.io/pod-network-ready"
+	types := []string{contract.ConditionType, up}
+	gates := func(ts ...string) []corev1.PodReadinessGate {
+		var out []corev1.PodReadinessGate
+		for _, t := range ts {
+			out = append(out, corev1.PodReadinessGate{ConditionType: corev1.PodConditionType(t)})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		gates []corev1.PodReadinessGate
+		want  []string
+		patch bool
+	}{
+		{"no gates", nil, types, true},
+		{"empty list", []corev1.PodReadinessGate{}, types, true},
+		{"other gate kept first", gates("example.com/other"), []string{"example.com/other", contract.ConditionType, up}, true},
+		{"first present: second added", gates(contract.ConditionType), types, true},
+		{"second present: first appended", gates(up), []string{up, contract.ConditionType}, true},
+		{"both present", gates(up, contract.ConditionType), []string{up, contract.ConditionType}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testMutator()
+			m.ConditionTypes = types
+			raw := podJSON(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{ReadinessGates: tc.gates}})
+			resp := m.Handle(context.Background(), podRequest("team-a", admissionv1.Create, raw))
+			if !resp.Allowed || (len(resp.Patches) > 0) != tc.patch {
+				t.Fatalf("allowed=%v patches=%v, want patch %v", resp.Allowed, resp.Patches, tc.patch)
+			}
+			out := applyPatch(t, raw, resp)
+			var got corev1.Pod
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			var gotTypes []string
+			for _, g := range got.Spec.ReadinessGates {
+				gotTypes = append(gotTypes, string(g.ConditionType))
+			}
+			if !slices.Equal(gotTypes, tc.want) {
+				t.Fatalf("gates %v, want %v", gotTypes, tc.want)
+			}
+			if again := m.Handle(context.Background(), podRequest("team-a", admissionv1.Create, out)); !again.Allowed || len(again.Patches) != 0 {
 				t.Fatalf("second call: allowed=%v patches=%v", again.Allowed, again.Patches)
 			}
 		})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	jsonpatch "gomodules.xyz/jsonpatch/v2"
@@ -27,12 +28,16 @@ type NamespaceGetter interface {
 	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
 }
 
-// PodMutator adds the strictgate readiness gate to pods created in enforced namespaces.
-// Gates can only be set at CREATE, so this is the one chance; the agent on the pod's
-// node later sets the condition True once the pod's policy is in the kernel.
+// PodMutator adds strictgate's readiness gates to pods created in enforced namespaces:
+// one per configured condition type. Gates can only be set at CREATE, so this is the
+// one chance; the agent on the pod's node later sets every condition True once the
+// pod's policy is in the kernel.
 type PodMutator struct {
 	Scope      contract.Scope
 	Namespaces NamespaceGetter
+	// ConditionTypes are the gates added (--condition-types); empty means
+	// contract.DefaultConditionTypes().
+	ConditionTypes []string
 }
 
 var _ admission.Handler = (*PodMutator)(nil)
@@ -50,18 +55,29 @@ type podFields struct {
 	} `json:"spec"`
 }
 
-// gatePatchNew and gatePatchAppend are the two patches the mutator can return; they
-// are built once since they never change.
-var (
-	gatePatchNew = []jsonpatch.JsonPatchOperation{{
-		Operation: "add", Path: "/spec/readinessGates",
-		Value: []any{map[string]any{"conditionType": contract.ConditionType}},
-	}}
-	gatePatchAppend = []jsonpatch.JsonPatchOperation{{
-		Operation: "add", Path: "/spec/readinessGates/-",
-		Value: map[string]any{"conditionType": contract.ConditionType},
-	}}
-)
+// gatePatch adds the gates of missing to a pod whose gate list is absent (a new list)
+// or present (appended, so that existing gates keep their order).
+func gatePatch(missing []string, hasList bool) []jsonpatch.JsonPatchOperation {
+	if !hasList {
+		gates := make([]any, len(missing))
+		for i, t := range missing {
+			gates[i] = map[string]any{"conditionType": t}
+		}
+		return []jsonpatch.JsonPatchOperation{{Operation: "add", Path: "/spec/readinessGates", Value: gates}}
+	}
+	ops := make([]jsonpatch.JsonPatchOperation, len(missing))
+	for i, t := range missing {
+		ops[i] = jsonpatch.JsonPatchOperation{Operation: "add", Path: "/spec/readinessGates/-", Value: map[string]any{"conditionType": t}}
+	}
+	return ops
+}
+
+func (m *PodMutator) conditionTypes() []string {
+	if len(m.ConditionTypes) == 0 {
+		return contract.DefaultConditionTypes()
+	}
+	return m.ConditionTypes
+}
 
 // Handle implements admission.Handler.
 func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
@@ -80,10 +96,14 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		// to program, so a gate would never turn True.
 		return admission.Allowed("host-network pod: not gated")
 	}
-	for _, g := range pod.Spec.ReadinessGates {
-		if g.ConditionType == contract.ConditionType {
-			return admission.Allowed("readiness gate already present")
+	var missing []string
+	for _, t := range m.conditionTypes() {
+		if !slices.ContainsFunc(pod.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool { return string(g.ConditionType) == t }) {
+			missing = append(missing, t)
 		}
+	}
+	if len(missing) == 0 {
+		return admission.Allowed("readiness gates already present")
 	}
 	// metadata.namespace may be empty on CREATE (the API server fills it in from the
 	// URL); the request always carries it.
@@ -111,11 +131,8 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if !m.Scope.Enforced(ns) {
 		return admission.Allowed("namespace " + req.Namespace + " is not enforced")
 	}
-	patch := gatePatchAppend
-	if pod.Spec.ReadinessGates == nil {
-		patch = gatePatchNew
-	}
-	return admission.Patched("added readiness gate "+contract.ConditionType, patch...)
+	// An empty list ([]) takes the append form as well: appending to it is valid.
+	return admission.Patched("added readiness gates "+strings.Join(missing, ", "), gatePatch(missing, pod.Spec.ReadinessGates != nil)...)
 }
 
 // checkRequest rejects requests that cannot have come from an API server configured

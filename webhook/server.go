@@ -211,7 +211,7 @@ func Run(ctx context.Context, rc *rest.Config, cfg Config) error {
 // validator is registered separately since it needs the manager's informers).
 func Handlers(cfg Config, namespaces NamespaceGetter) map[string]admission.Handler {
 	return map[string]admission.Handler{
-		PathMutatePod:         &PodMutator{Scope: cfg.Scope(), Namespaces: namespaces},
+		PathMutatePod:         &PodMutator{Scope: cfg.Scope(), Namespaces: namespaces, ConditionTypes: cfg.ConditionTypes},
 		PathValidateNamespace: &NamespaceValidator{Groups: cfg.OptOutGroups},
 	}
 }

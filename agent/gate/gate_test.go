@@ -92,7 +92,7 @@ func TestSetOnRealAPIServer(t *testing.T) {
 			t.Fatalf("first Set = %v, %v; want changed", changed, err)
 		}
 		pod = get(t, "once")
-		c, ok := gate.Current(pod)
+		c, ok := gate.Default.Current(pod)
 		if !ok || c.Status != corev1.ConditionTrue || c.Reason != contract.ReasonProgrammed || c.Message != programmed.Message || c.LastTransitionTime.IsZero() {
 			t.Fatalf("condition after Set = %+v (present %v)", c, ok)
 		}
@@ -113,7 +113,7 @@ func TestSetOnRealAPIServer(t *testing.T) {
 		if _, err := p.Set(ctx, get(t, "once"), failed); err != nil {
 			t.Fatal(err)
 		}
-		c2, _ := gate.Current(get(t, "once"))
+		c2, _ := gate.Default.Current(get(t, "once"))
 		if c2.Status != corev1.ConditionFalse || !c2.LastTransitionTime.After(c.LastTransitionTime.Time) {
 			t.Fatalf("after flip to False: %+v (was %+v)", c2, c)
 		}
@@ -122,7 +122,7 @@ func TestSetOnRealAPIServer(t *testing.T) {
 		if _, err := p.Set(ctx, get(t, "once"), msg); err != nil {
 			t.Fatal(err)
 		}
-		c3, _ := gate.Current(get(t, "once"))
+		c3, _ := gate.Default.Current(get(t, "once"))
 		if c3.Message != "other" || !c3.LastTransitionTime.Equal(&c2.LastTransitionTime) {
 			t.Fatalf("message change moved lastTransitionTime: %+v vs %+v", c3, c2)
 		}
@@ -161,7 +161,7 @@ func TestSetOnRealAPIServer(t *testing.T) {
 			t.Fatalf("%d patches, want 2 (one conflict, one retry)", n)
 		}
 		got := get(t, "stale")
-		if !gate.Satisfied(got, programmed) || got.Status.Phase != corev1.PodRunning {
+		if !gate.Default.Satisfied(got, programmed) || got.Status.Phase != corev1.PodRunning {
 			t.Fatalf("after retry: phase %s, conditions %+v", got.Status.Phase, got.Status.Conditions)
 		}
 	})
@@ -176,7 +176,7 @@ func TestSetOnRealAPIServer(t *testing.T) {
 		if !errors.Is(err, gate.ErrPodGone) {
 			t.Fatalf("Set for the old UID = %v, want ErrPodGone", err)
 		}
-		if _, ok := gate.Current(get(t, "reborn")); ok {
+		if _, ok := gate.Default.Current(get(t, "reborn")); ok {
 			t.Fatalf("the new pod got the old pod's condition")
 		}
 	})

@@ -34,6 +34,9 @@ type Interfaces interface {
 
 // Inspector answers for the pods of one node.
 type Inspector struct {
+	// Types are the condition types the agent sets (its --condition-types); New sets
+	// gate.Default.
+	Types  gate.Types
 	node   string
 	kernel Interfaces
 	k      Kernel
@@ -43,7 +46,7 @@ type Inspector struct {
 
 // New compiles state as the agent on node does (compile.BuildLenient) and reads k.
 func New(node string, state compile.State, k Kernel, ifs Interfaces) *Inspector {
-	in := &Inspector{node: node, kernel: ifs, k: k, pods: map[types.NamespacedName]*corev1.Pod{},
+	in := &Inspector{Types: gate.Default, node: node, kernel: ifs, k: k, pods: map[types.NamespacedName]*corev1.Pod{},
 		c: compile.BuildLenient(state, compile.Options{Node: node}, nil)}
 	for _, p := range state.Pods {
 		in.pods[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = p
@@ -64,16 +67,22 @@ type Report struct {
 	Mode       string     `json:"mode,omitempty"`
 	Generation uint32     `json:"generation"`
 	Condition  *Condition `json:"condition,omitempty"`
-	Ingress    Direction  `json:"ingress"`
-	Egress     Direction  `json:"egress"`
+	// Conditions are the pod's conditions of each configured type, when more than one
+	// type is configured.
+	Conditions []Condition `json:"conditions,omitempty"`
+	Ingress    Direction   `json:"ingress"`
+	Egress     Direction   `json:"egress"`
 	// InSync: the kernel holds exactly the rules the compiler computes now.
 	InSync bool `json:"in_sync"`
 	// Problem says why the kernel could not be compared (no IP, no interface, no entry).
 	Problem string `json:"problem,omitempty"`
 }
 
-// Condition is the pod's strictgate.dev/policy-programmed condition.
+// Condition is the pod's strictgate readiness condition: in Report.Condition the
+// summary of every configured type (gate.Types.Current), in Report.Conditions one per
+// type present.
 type Condition struct {
+	Type    string `json:"type,omitempty"`
 	Status  string `json:"status"`
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
@@ -183,8 +192,15 @@ func (in *Inspector) fillKernel(r *Report, kp datapath.Pod) {
 func (in *Inspector) report(p *corev1.Pod, kp map[int]datapath.Pod) (*Report, error) {
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	r := &Report{Pod: key.String()}
-	if c, ok := gate.Current(p); ok {
+	if c, ok := in.Types.Current(p); ok {
 		r.Condition = &Condition{Status: string(c.Status), Reason: c.Reason, Message: c.Message}
+	}
+	if len(in.Types) > 1 {
+		for _, pc := range p.Status.Conditions {
+			if slices.Contains(in.Types, pc.Type) {
+				r.Conditions = append(r.Conditions, Condition{Type: string(pc.Type), Status: string(pc.Status), Reason: pc.Reason, Message: pc.Message})
+			}
+		}
 	}
 	want, hasRules := in.c.Rules(key)
 	if hasRules {

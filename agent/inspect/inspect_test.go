@@ -257,7 +257,7 @@ func waitTrue(t *testing.T, cs kubernetes.Interface, name string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		p := must(cs.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{}))
-		if c, ok := gate.Current(p); ok && c.Status == corev1.ConditionTrue {
+		if c, ok := gate.Default.Current(p); ok && c.Status == corev1.ConditionTrue {
 			return
 		}
 		if time.Now().After(deadline) {

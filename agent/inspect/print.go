@@ -37,6 +37,9 @@ func WriteText(w io.Writer, r *Report) error {
 			c += ": " + r.Condition.Message
 		}
 		row("condition", c)
+		for _, pc := range r.Conditions {
+			row("  "+pc.Type, strings.TrimSpace(pc.Status+" "+pc.Reason))
+		}
 	} else if r.Pod != "" {
 		row("condition", "none (the pod is not gated)")
 	}

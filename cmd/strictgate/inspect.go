@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/strictgate/strictgate/agent/datapath"
+	"github.com/strictgate/strictgate/agent/gate"
 	"github.com/strictgate/strictgate/agent/inspect"
 	"github.com/strictgate/strictgate/agent/netdev"
 	"github.com/strictgate/strictgate/internal/contract"
@@ -30,6 +31,8 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	output := fs.String("o", "text", "output: text or json")
 	node := fs.String("node", os.Getenv("NODE_NAME"), "this node's name (env NODE_NAME, as in the agent pod)")
 	pinRoot := fs.String("pin-root", contract.DefaultPinRoot, "bpffs directory of the datapath's pins")
+	condTypes := contract.DefaultConditionTypes()
+	fs.Var(contract.NewConditionTypesFlag(&condTypes), "condition-types", contract.ConditionTypesUsage+" (the agent's value; kubectl strictgate inspect passes it)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: strictgate inspect [flags] NAMESPACE/POD | --all")
 		fmt.Fprintln(stderr, `
@@ -88,6 +91,7 @@ Flags:`)
 		return err
 	}
 	in := inspect.New(*node, m.State, dp, netdev.New(nil))
+	in.Types = gate.TypesOf(condTypes)
 	var reports []*inspect.Report
 	if *all {
 		if reports, err = in.All(); err != nil {

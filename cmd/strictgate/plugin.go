@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/streaming/pkg/httpstream"
 
+	"github.com/strictgate/strictgate/agent/gate"
 	"github.com/strictgate/strictgate/internal/plugin"
 )
 
@@ -50,8 +51,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 Per namespace, every pod with its gate state — programmed, waiting (with the reason:
 WaitingForDefaultDeny, or no condition yet) or failed (with the reason: ProgrammingFailed,
 InterfaceNotFound, KernelMismatch) — the time from the pod's network being ready (its
-PodReadyToStartContainers condition; else its creation) to the condition
-strictgate.dev/policy-programmed turning True (one-second resolution), and the pods that
+PodReadyToStartContainers condition; else its creation) to the last of the
+agent's condition types (default strictgate.dev/policy-programmed) turning True
+(one-second resolution), and the pods that
 are Ready but ungated in enforced namespaces. Which namespaces are enforced is read
 from the agent's own arguments.
 
@@ -68,7 +70,7 @@ Flags:`)
 	if err != nil {
 		return err
 	}
-	scope, note, err := plugin.AgentScope(ctx, cs, sf.namespace, sf.selector)
+	scope, condTypes, note, err := plugin.AgentScope(ctx, cs, sf.namespace, sf.selector)
 	if err != nil {
 		return err
 	}
@@ -93,7 +95,7 @@ Flags:`)
 	if err != nil {
 		return fmt.Errorf("list pods: %w", err)
 	}
-	r := plugin.Status(nss, pods.Items, scope)
+	r := plugin.Status(nss, pods.Items, scope, gate.TypesOf(condTypes))
 	if *output == "json" {
 		return writeJSON(stdout, r)
 	}

@@ -172,7 +172,7 @@ func TestPluginStatus(t *testing.T) {
 		t.Fatalf("FindAgent: %v, %v", found, err)
 	}
 	cmd, err := plugin.InspectCommand(found, "shop/from-ip", "json")
-	if want := []string{"strictgate", "inspect", "--pin-root=/sys/fs/bpf/custom/strictgate", "-o", "json", "shop/from-ip"}; err != nil || !slices.Equal(cmd, want) {
+	if want := []string{"strictgate", "inspect", "--pin-root=/sys/fs/bpf/custom/strictgate", "--condition-types=" + contract.ConditionType, "-o", "json", "shop/from-ip"}; err != nil || !slices.Equal(cmd, want) {
 		t.Fatalf("InspectCommand = %q, %v; want %q", cmd, err, want)
 	}
 	if _, err := plugin.FindAgent(ctx, cs, "strictgate", plugin.DefaultAgentSelector, "node-b"); err == nil || !strings.Contains(err.Error(), "no strictgate agent pod on node node-b") {

@@ -76,22 +76,23 @@ func AgentConfig(p *corev1.Pod) (agent.Config, error) {
 	return cfg, nil
 }
 
-// AgentScope is the enforcement scope of the agent pods of namespace, read from one of
-// them; with none found it is the default scope of an agent in namespace, and note
-// says so.
-func AgentScope(ctx context.Context, cs kubernetes.Interface, namespace, selector string) (scope contract.Scope, note string, err error) {
+// AgentScope is the enforcement scope and the condition types of the agent pods of
+// namespace, read from one of them; with none found they are the defaults of an agent
+// in namespace, and note says so.
+func AgentScope(ctx context.Context, cs kubernetes.Interface, namespace, selector string) (scope contract.Scope, types []string, note string, err error) {
 	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
-		return contract.Scope{}, "", fmt.Errorf("list agent pods in %s: %w", namespace, err)
+		return contract.Scope{}, nil, "", fmt.Errorf("list agent pods in %s: %w", namespace, err)
 	}
 	if len(pods.Items) == 0 {
-		return contract.Scope{OwnNamespace: namespace}, fmt.Sprintf("no agent pod in %s: assuming the default scope (every namespace but the system ones and %s)", namespace, namespace), nil
+		return contract.Scope{OwnNamespace: namespace}, contract.DefaultConditionTypes(),
+			fmt.Sprintf("no agent pod in %s: assuming the default scope (every namespace but the system ones and %s) and condition type %s", namespace, namespace, contract.ConditionType), nil
 	}
 	cfg, err := AgentConfig(&pods.Items[0])
 	if err != nil {
-		return contract.Scope{}, "", err
+		return contract.Scope{}, nil, "", err
 	}
-	return cfg.Scope(), "", nil
+	return cfg.Scope(), cfg.ConditionTypes, "", nil
 }
 
 // InspectCommand is the command line of `strictgate inspect` in agentPod: for target
@@ -102,7 +103,8 @@ func InspectCommand(agentPod *corev1.Pod, target, output string) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
-	cmd := []string{"strictgate", "inspect", "--pin-root=" + cfg.PinRoot, "-o", output}
+	cmd := []string{"strictgate", "inspect", "--pin-root=" + cfg.PinRoot,
+		"--condition-types=" + strings.Join(cfg.ConditionTypes, ","), "-o", output}
 	if target == "" {
 		return append(cmd, "--all"), nil
 	}

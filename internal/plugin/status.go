@@ -56,9 +56,10 @@ type Report struct {
 }
 
 // Status computes the gate state of pods (finished pods are left out) in their
-// namespaces; scope says which namespaces are enforced. Namespaces without pods are
-// left out.
-func Status(namespaces []corev1.Namespace, pods []corev1.Pod, scope contract.Scope) Report {
+// namespaces; scope says which namespaces are enforced and types are the agent's
+// condition types (a pod is programmed only when every one is True). Namespaces
+// without pods are left out.
+func Status(namespaces []corev1.Namespace, pods []corev1.Pod, scope contract.Scope, types gate.Types) Report {
 	byName := map[string]*corev1.Namespace{}
 	for i := range namespaces {
 		byName[namespaces[i].Name] = &namespaces[i]
@@ -70,7 +71,7 @@ func Status(namespaces []corev1.Namespace, pods []corev1.Pod, scope contract.Sco
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		ps := podStatus(p)
+		ps := podStatus(p, types)
 		if ps.Gate == GateUngated && ps.Ready && !p.Spec.HostNetwork && scope.Enforced(byName[p.Namespace]) {
 			ps.ReadyUngated = true
 			r.ReadyUngated = append(r.ReadyUngated, p.Namespace+"/"+p.Name)
@@ -86,19 +87,19 @@ func Status(namespaces []corev1.Namespace, pods []corev1.Pod, scope contract.Sco
 	return r
 }
 
-func podStatus(p *corev1.Pod) PodStatus {
+func podStatus(p *corev1.Pod, types gate.Types) PodStatus {
 	ps := PodStatus{Name: p.Name, Ready: condTrue(p, corev1.PodReady)}
-	gated := slices.ContainsFunc(p.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool { return g.ConditionType == gate.ConditionType })
-	c, found := gate.Current(p)
+	gated := types.Gated(p)
+	c, found := types.Current(p)
 	switch {
-	case !gated && !found:
+	case !gated:
 		ps.Gate = GateUngated
 		if p.Spec.HostNetwork {
 			ps.Reason = "HostNetwork"
 		}
 		return ps
 	case !found:
-		ps.Gate, ps.Reason, ps.Message = GateWaiting, "NoCondition", "the agent of its node has not set the condition yet"
+		ps.Gate, ps.Reason, ps.Message = GateWaiting, "NoCondition", "the agent of its node has not set the conditions ("+strings.Join(types.Strings(), ", ")+") yet"
 		return ps
 	}
 	ps.Reason, ps.Message = c.Reason, c.Message
