@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/webhook/hygiene"
+	"github.com/strictgate/strictgate/webhook/podindex"
 )
 
 // ControlPlaneDeleters delete every object of a namespace being deleted (the
@@ -52,6 +55,10 @@ type NetworkPolicyOptions struct {
 	MaxPortRange int
 	// Log receives findings (enforcement events); zero means controller-runtime's logger.
 	Log logr.Logger
+	// PodIndex, when set, answers the rules' pod questions (which pods a selector
+	// picks, how many a namespace has) by label instead of listing the namespace;
+	// SetupNetworkPolicyValidator feeds one from the pod informer.
+	PodIndex *podindex.Index
 }
 
 // NetworkPolicyValidator is the admission handler for PathValidateNetworkPolicy:
@@ -101,7 +108,7 @@ func NewNetworkPolicyValidator(rules NetworkPolicyRules, reader client.Reader, o
 		log: opts.Log,
 	}
 	if reader != nil {
-		v.facts = ReaderFacts{Reader: reader}
+		v.facts = ReaderFacts{Reader: reader, Index: opts.PodIndex}
 	}
 	if v.log.GetSink() == nil {
 		v.log = ctrl.Log.WithName("networkpolicy-hygiene")
@@ -289,6 +296,9 @@ func decodeNetworkPolicy(raw []byte, field string) (*networkingv1.NetworkPolicy,
 // hygiene only reads them.
 type ReaderFacts struct {
 	Reader client.Reader
+	// Index, when set and synced, answers PodCount and SelectPods (it holds the same
+	// informer's pods); otherwise they list through Reader.
+	Index *podindex.Index
 }
 
 var _ hygiene.Facts = ReaderFacts{}
@@ -314,13 +324,42 @@ func (f ReaderFacts) Namespaces(ctx context.Context) ([]corev1.Namespace, error)
 	return l.Items, nil
 }
 
-// Pods implements hygiene.Facts.
+// Pods lists the pods of namespace ("" is every namespace).
 func (f ReaderFacts) Pods(ctx context.Context, namespace string) ([]corev1.Pod, error) {
 	var l corev1.PodList
 	if err := f.Reader.List(ctx, &l, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	return l.Items, nil
+}
+
+// PodCount implements hygiene.Facts.
+func (f ReaderFacts) PodCount(ctx context.Context, namespace string) (int, error) {
+	if f.Index.Ready() {
+		return f.Index.Count(namespace), nil
+	}
+	pods, err := f.Pods(ctx, namespace)
+	return len(pods), err
+}
+
+// SelectPods implements hygiene.Facts.
+func (f ReaderFacts) SelectPods(ctx context.Context, namespace string, sel labels.Selector) ([]*corev1.Pod, error) {
+	if f.Index.Ready() {
+		return f.Index.Select(namespace, sel), nil
+	}
+	if _, selectable := sel.Requirements(); !selectable {
+		return nil, nil // labels.Nothing: a List would treat it as "everything"
+	}
+	var l corev1.PodList
+	if err := f.Reader.List(ctx, &l, client.InNamespace(namespace), client.MatchingLabelsSelector{Selector: sel}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	out := make([]*corev1.Pod, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
 
 // NetworkPolicies implements hygiene.Facts.
@@ -430,9 +469,22 @@ func SetupNetworkPolicyValidator(ctx context.Context, mgr manager.Manager, cfg C
 			return nil, fmt.Errorf("register informer for %T: %w", obj, err)
 		}
 	}
+	podInformer, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{})
+	if err != nil {
+		return nil, fmt.Errorf("register informer for pods: %w", err)
+	}
+	pods := podindex.New()
+	reg, err := podInformer.AddEventHandler(pods.Handler())
+	if err != nil {
+		return nil, fmt.Errorf("index pods: %w", err)
+	}
+	// Until the handler has seen the informer's initial list the index would answer
+	// from a partial view; the validator lists through the cache until then.
+	pods.SetSynced(reg.HasSynced)
 	v := NewNetworkPolicyValidator(engine, mgr.GetClient(), NetworkPolicyOptions{
 		ServiceAccount: cfg.ServiceAccount,
 		MaxPortRange:   hc.MaxPortRange,
+		PodIndex:       pods,
 	})
 	mgr.GetWebhookServer().Register(PathValidateNetworkPolicy, Instrumented(PathValidateNetworkPolicy, v))
 	return engine, nil

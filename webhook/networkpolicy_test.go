@@ -17,11 +17,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/strictgate/strictgate/internal/contract"
 	"github.com/strictgate/strictgate/webhook/hygiene"
+	"github.com/strictgate/strictgate/webhook/podindex"
 )
 
 var (
@@ -44,12 +46,29 @@ func sharedEngine(tb testing.TB) *hygiene.Engine {
 }
 
 // memFacts serves cluster facts from memory: the unit tests and the benchmark judge
-// the validator's own cost, not an informer's. Policies all live in the first namespace.
+// the validator's own cost, not an informer's. Pods are answered by a podindex.Index
+// as in production (ReaderFacts with the informer-fed index). Policies all live in
+// the first namespace.
 type memFacts struct {
 	namespaces []corev1.Namespace
 	pods       map[string][]corev1.Pod
 	policies   []networkingv1.NetworkPolicy
 	err        error
+
+	once  sync.Once
+	index *podindex.Index
+}
+
+func (m *memFacts) podIndex() *podindex.Index {
+	m.once.Do(func() {
+		m.index = podindex.New()
+		for ns := range m.pods {
+			for i := range m.pods[ns] {
+				m.index.Upsert(&m.pods[ns][i])
+			}
+		}
+	})
+	return m.index
 }
 
 func (m *memFacts) Namespace(_ context.Context, name string) (*corev1.Namespace, error) {
@@ -65,8 +84,12 @@ func (m *memFacts) Namespaces(context.Context) ([]corev1.Namespace, error) {
 	return m.namespaces, m.err
 }
 
-func (m *memFacts) Pods(_ context.Context, ns string) ([]corev1.Pod, error) {
-	return m.pods[ns], m.err
+func (m *memFacts) PodCount(_ context.Context, ns string) (int, error) {
+	return m.podIndex().Count(ns), m.err
+}
+
+func (m *memFacts) SelectPods(_ context.Context, ns string, sel labels.Selector) ([]*corev1.Pod, error) {
+	return m.podIndex().Select(ns, sel), m.err
 }
 
 func (m *memFacts) NetworkPolicies(_ context.Context, ns string) ([]networkingv1.NetworkPolicy, error) {

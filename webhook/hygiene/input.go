@@ -55,7 +55,12 @@ type Facts interface {
 	// Namespace returns the namespace, or nil when it does not exist.
 	Namespace(ctx context.Context, name string) (*corev1.Namespace, error)
 	Namespaces(ctx context.Context) ([]corev1.Namespace, error)
-	Pods(ctx context.Context, namespace string) ([]corev1.Pod, error)
+	// PodCount is the number of pods in the namespace.
+	PodCount(ctx context.Context, namespace string) (int, error)
+	// SelectPods returns the pods of the namespace that sel matches. Its cost should
+	// follow the answer, not the namespace (the webhook indexes pods by label):
+	// every review asks it for its own selector and each pod-selector peer.
+	SelectPods(ctx context.Context, namespace string, sel labels.Selector) ([]*corev1.Pod, error)
 	NetworkPolicies(ctx context.Context, namespace string) ([]networkingv1.NetworkPolicy, error)
 }
 
@@ -154,9 +159,9 @@ func clusterTerm(ctx context.Context, r *Review, pol *networkingv1.NetworkPolicy
 		return ast.NewTerm(out), nil
 	}
 
-	pods, err := facts.Pods(ctx, nsName)
+	podCount, err := facts.PodCount(ctx, nsName)
 	if err != nil {
-		return nil, fmt.Errorf("list pods in %s: %w", nsName, err)
+		return nil, fmt.Errorf("count pods in %s: %w", nsName, err)
 	}
 	policies, err := facts.NetworkPolicies(ctx, nsName)
 	if err != nil {
@@ -183,14 +188,15 @@ func clusterTerm(ctx context.Context, r *Review, pol *networkingv1.NetworkPolicy
 	// Only the pods this policy selects are rendered: they are all the rules read
 	// (lib.selected_pods), and rendering every pod of the namespace made each
 	// request cost grow with the namespace (3 ms at 500 pods, 15 ms at 5,000,
-	// most of it OPA iterating the array). input.cluster.podCount keeps the size.
+	// most of it OPA iterating the array), and they come from the label index, so
+	// the unselected ones are not even visited. input.cluster.podCount keeps the size.
+	pods, err := facts.SelectPods(ctx, nsName, own)
+	if err != nil {
+		return nil, fmt.Errorf("list pods in %s: %w", nsName, err)
+	}
 	var podTerms []*ast.Term
-	for i := range pods {
-		p := &pods[i]
+	for _, p := range pods {
 		set := labels.Set(p.Labels)
-		if !own.Matches(set) {
-			continue
-		}
 		var selectedBy []*ast.Term
 		for _, o := range others {
 			if o.sel.Matches(set) {
@@ -206,12 +212,12 @@ func clusterTerm(ctx context.Context, r *Review, pol *networkingv1.NetworkPolicy
 		))
 	}
 
-	peers, err := peersTerm(ctx, nsName, pol, pods, facts)
+	peers, err := peersTerm(ctx, nsName, pol, facts)
 	if err != nil {
 		return nil, err
 	}
 	out.Insert(ast.InternedTerm("pods"), ast.ArrayTerm(podTerms...))
-	out.Insert(ast.InternedTerm("podCount"), ast.InternedTerm(len(pods)))
+	out.Insert(ast.InternedTerm("podCount"), ast.InternedTerm(podCount))
 	out.Insert(ast.InternedTerm("policies"), ast.NewTerm(policiesObj))
 	out.Insert(ast.InternedTerm("peers"), peers)
 	return ast.NewTerm(out), nil
@@ -219,20 +225,8 @@ func clusterTerm(ctx context.Context, r *Review, pol *networkingv1.NetworkPolicy
 
 // peersTerm resolves every pod/namespace selector peer of pol to the pods it matches
 // now: how many, and which named ports they expose (input.cluster.peers).
-func peersTerm(ctx context.Context, nsName string, pol *networkingv1.NetworkPolicy, ownPods []corev1.Pod, facts Facts) (*ast.Term, error) {
+func peersTerm(ctx context.Context, nsName string, pol *networkingv1.NetworkPolicy, facts Facts) (*ast.Term, error) {
 	var namespaces []corev1.Namespace
-	podsByNS := map[string][]corev1.Pod{nsName: ownPods}
-	podsIn := func(ns string) ([]corev1.Pod, error) {
-		if p, ok := podsByNS[ns]; ok {
-			return p, nil
-		}
-		p, err := facts.Pods(ctx, ns)
-		if err != nil {
-			return nil, fmt.Errorf("list pods in %s: %w", ns, err)
-		}
-		podsByNS[ns] = p
-		return p, nil
-	}
 	var out []*ast.Term
 	visit := func(dir string, i, j int, peer *networkingv1.NetworkPolicyPeer) error {
 		if peer.PodSelector == nil && peer.NamespaceSelector == nil {
@@ -261,16 +255,13 @@ func peersTerm(ctx context.Context, nsName string, pol *networkingv1.NetworkPoli
 		count := 0
 		named := map[[2]string]bool{}
 		for _, ns := range nsNames {
-			pods, err := podsIn(ns)
+			pods, err := facts.SelectPods(ctx, ns, podSel)
 			if err != nil {
-				return err
+				return fmt.Errorf("list pods in %s: %w", ns, err)
 			}
-			for k := range pods {
-				if !podSel.Matches(labels.Set(pods[k].Labels)) {
-					continue
-				}
+			for _, p := range pods {
 				count++
-				forEachPort(&pods[k], func(cp *corev1.ContainerPort) {
+				forEachPort(p, func(cp *corev1.ContainerPort) {
 					if cp.Name != "" {
 						named[[2]string{cp.Name, protocol(cp.Protocol)}] = true
 					}

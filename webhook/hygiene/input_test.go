@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -34,10 +35,22 @@ func (s staticFacts) Namespaces(context.Context) ([]corev1.Namespace, error) {
 	return s.namespaces, s.err
 }
 
-func (s staticFacts) Pods(_ context.Context, ns string) ([]corev1.Pod, error) {
-	var out []corev1.Pod
+func (s staticFacts) PodCount(_ context.Context, ns string) (int, error) {
+	n := 0
 	for _, p := range s.pods {
 		if p.Namespace == ns {
+			n++
+		}
+	}
+	return n, s.err
+}
+
+// SelectPods scans: the builder must get the same answer from any Facts, the
+// webhook's label index included (podindex tests check the index against a scan).
+func (s staticFacts) SelectPods(_ context.Context, ns string, sel labels.Selector) ([]*corev1.Pod, error) {
+	var out []*corev1.Pod
+	for i := range s.pods {
+		if p := &s.pods[i]; p.Namespace == ns && sel.Matches(labels.Set(p.Labels)) {
 			out = append(out, p)
 		}
 	}
