@@ -25,6 +25,8 @@ import (
 type Kernel interface {
 	Pods() ([]datapath.Pod, error)
 	ProgrammedRules(ifindex int) (*rules.PodRules, error)
+	// HostAddrs are the node's own addresses as the agent programmed them.
+	HostAddrs() ([]netip.Addr, error)
 }
 
 // Interfaces finds pods' host-side interfaces (netdev.Finder).
@@ -45,13 +47,21 @@ type Inspector struct {
 }
 
 // New compiles state as the agent on node does (compile.BuildLenient) and reads k.
-func New(node string, state compile.State, k Kernel, ifs Interfaces) *Inspector {
+// The node's own addresses come from the kernel, where the agent wrote them: the
+// compiler needs them exactly as the agent had them (a Service whose backend is a
+// node address, such as the kubernetes Service on a control-plane node, gets a
+// ClusterIP entry only then), or every egress-isolated pod would show false drift.
+func New(node string, state compile.State, k Kernel, ifs Interfaces) (*Inspector, error) {
+	hostAddrs, err := k.HostAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("read the node's addresses from the datapath: %w", err)
+	}
 	in := &Inspector{Types: gate.Default, node: node, kernel: ifs, k: k, pods: map[types.NamespacedName]*corev1.Pod{},
-		c: compile.BuildLenient(state, compile.Options{Node: node}, nil)}
+		c: compile.BuildLenient(state, compile.Options{Node: node, NodeIPs: hostAddrs}, nil)}
 	for _, p := range state.Pods {
 		in.pods[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = p
 	}
-	return in
+	return in, nil
 }
 
 // Report is what inspect says about one pod (or one kernel entry no pod claims).
@@ -317,6 +327,11 @@ func portText(p rules.PortRule) string {
 }
 
 func (in *Inspector) ruleName(id rules.RuleID) string {
+	if id == rules.RuleHost {
+		// A ClusterIP whose backends are all on the node: no policy rule, the datapath's
+		// node allowance (compile/doc.go).
+		return "backends on the node"
+	}
 	if ref, ok := in.c.Rule(id); ok {
 		return fmt.Sprintf("%s %s[%d]", ref.Policy, ref.Direction, ref.Index)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,7 +34,46 @@ import (
 	"github.com/strictgate/strictgate/verdict"
 )
 
-const node = "node-a"
+const (
+	node   = "node-a"
+	nodeIP = "10.202.0.1"
+)
+
+// apiServiceAtNode creates Service default/api (TCP 443) whose one backend is the
+// node's address at 6443, and returns its ClusterIP.
+func apiServiceAtNode(t *testing.T, cs kubernetes.Interface) string {
+	t.Helper()
+	ctx := context.Background()
+	svc := must(cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "default"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Protocol: corev1.ProtocolTCP, Port: 443, TargetPort: intstr.FromInt(6443)}}},
+	}, metav1.CreateOptions{}))
+	name, tcp, port, ready := "https", corev1.ProtocolTCP, int32(6443), true
+	must(cs.DiscoveryV1().EndpointSlices("default").Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "api-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "api"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{nodeIP}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Protocol: &tcp, Port: &port}},
+	}, metav1.CreateOptions{}))
+	return svc.Spec.ClusterIP
+}
+
+// clientEgressPolicy isolates client's egress: only web on 8080.
+func clientEgressPolicy() *networkingv1.NetworkPolicy {
+	tcp := corev1.ProtocolTCP
+	p := intstr.FromInt(8080)
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "client-egress", Namespace: "default"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{{
+				To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p}},
+			}},
+		},
+	}
+}
 
 func must[T any](obj T, err error) T {
 	if err != nil {
@@ -115,7 +155,13 @@ func TestPrivilegedInspect(t *testing.T) {
 	const root = "/sys/fs/bpf/strictgate" // a private bpffs (Isolate)
 	cs := kubernetes.NewForConfigOrDie(controlplane.Start(t, nil))
 	ctx := context.Background()
-	must(cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}))
+	n := must(cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}))
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}}
+	must(cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}))
+	// A Service whose only backend is the node itself (the kubernetes Service on a
+	// control-plane node): an egress-isolated client gets its ClusterIP entry only from
+	// a compiler that knows the node's addresses, as the agent's does.
+	apiSvc := apiServiceAtNode(t, cs)
 	web := netdevtest.AddPod(t, "web", must(netipAddr("10.202.0.2")))
 	client := netdevtest.AddPod(t, "client", must(netipAddr("10.202.0.3")))
 
@@ -134,6 +180,7 @@ func TestPrivilegedInspect(t *testing.T) {
 		}
 	}
 	must(cs.NetworkingV1().NetworkPolicies("default").Create(ctx, webPolicy(8080), metav1.CreateOptions{}))
+	must(cs.NetworkingV1().NetworkPolicies("default").Create(ctx, clientEgressPolicy(), metav1.CreateOptions{}))
 	startPod(t, cs, "web", web.IP.String(), map[string]string{"app": "web"})
 	startPod(t, cs, "client", client.IP.String(), map[string]string{"app": "client"})
 
@@ -173,7 +220,11 @@ func TestPrivilegedInspect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return inspect.New(node, m.State, ro, netdev.New(nil))
+		in, err := inspect.New(node, m.State, ro, netdev.New(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
 	}
 	webKey := types.NamespacedName{Namespace: "default", Name: "web"}
 
@@ -218,6 +269,19 @@ func TestPrivilegedInspect(t *testing.T) {
 	}
 	if len(all) != 2 || all[0].Pod != "default/client" || !all[0].InSync || all[1].Pod != "default/web" || all[1].InSync {
 		t.Fatalf("--all: %s", mustJSON(all))
+	}
+	// client's egress: web:8080 and the node-backed ClusterIP, in the kernel and computed.
+	if eg := all[0].Egress; eg.Kernel.State != "isolated" || eg.Kernel != eg.Compiled {
+		t.Fatalf("client egress with a node-backed Service %s: %+v", apiSvc, eg)
+	}
+	kernel, err := ro.ProgrammedRules(client.HostIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(kernel.Egress.Entries, func(e rules.Entry) bool {
+		return e.Prefix == netip.PrefixFrom(netip.MustParseAddr(apiSvc), 32) && len(e.Ports) == 1
+	}) {
+		t.Fatalf("the agent did not program client's entry for the node-backed ClusterIP %s: %+v", apiSvc, kernel.Egress.Entries)
 	}
 	var table bytes.Buffer
 	if err := inspect.WriteTable(&table, all); err != nil {

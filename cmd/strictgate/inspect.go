@@ -90,7 +90,10 @@ Flags:`)
 	if err != nil {
 		return err
 	}
-	in := inspect.New(*node, m.State, dp, netdev.New(nil))
+	in, err := inspect.New(*node, m.State, dp, netdev.New(nil))
+	if err != nil {
+		return err
+	}
 	in.Types = gate.TypesOf(condTypes)
 	var reports []*inspect.Report
 	if *all {
