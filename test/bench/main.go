@@ -23,17 +23,25 @@ import (
 const owner = "make bench"
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == serveWebhookLoadFlag {
+		if err := serveWebhookLoad(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: load server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	out := flag.String("out", "BENCHMARKS.md", "file to regenerate (marked sections it does not generate are kept)")
 	benchtime := flag.String("benchtime", "1s", "go test -benchtime for the webhook benchmarks")
 	count := flag.Int("count", 3, "runs of each benchmark; the best is reported, the range beside it")
+	loadStep := flag.Duration("load-step", 2*time.Second, "duration of each rate step of the webhook load test")
 	flag.Parse()
-	if err := run(*out, *benchtime, *count); err != nil {
+	if err := run(*out, *benchtime, *count, *loadStep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, benchtime string, count int) error {
+func run(out, benchtime string, count int, loadStep time.Duration) error {
 	old, err := os.ReadFile(out)
 	if err != nil && !os.IsNotExist(err) {
 		return err
@@ -53,8 +61,13 @@ func run(out, benchtime string, count int) error {
 	if err != nil {
 		return err
 	}
+	load, err := webhookLoadSection(loadStep)
+	if err != nil {
+		return fmt.Errorf("webhook load test: %w", err)
+	}
 	sections := []Section{
 		npSection(np),
+		load,
 		datapathSection(dp),
 	}
 	head := header(start, loadBefore, loadavg())
